@@ -1,0 +1,90 @@
+"""results.json -> results.md: machine, versions, method, then every benchmark with its targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MET = {True: "✅ met", False: "❌ not met", None: "– n/a"}
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    v = results["versions"]
+    quick = results.get("quick")
+    lines = ["# hpo benchmarks", ""]
+    if quick:
+        lines += ["> **Quick mode** (`--quick`): smoke-test sizes, one repeat, figures not comparable to "
+                  "the targets. Run `make bench` for the real measurements.", ""]
+    lines += [
+        f"Measured {results['finished']} by `{results['command']}` in {results['seconds'] / 60:.1f} min "
+        "(sections run separately say so below). These are measurements, not tests: nothing asserts "
+        "a time, and a figure that misses its target is reported as such.",
+        "",
+        "**How to read the figures.** Each figure is the *median* of repeated runs followed by "
+        "*[min–max]*; a single run shows its value alone. Each *ratio* is hpo over its baseline, "
+        "taken per repeat between two runs of the same repeat (back to back with alternating order, "
+        "or side by side), then summarised the same way: machine noise moves both sides of a ratio.",
+        "",
+        "## Machine and versions",
+        "",
+    ]
+    lines += _table(["", ""], [
+        ["CPU", f"{m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable)"],
+        ["memory", f"{m['memory_gib']} GiB"],
+        ["GPU", m["gpu"]],
+        ["OS / Python", f"{m['os']} / Python {m['python']}"],
+        ["load average at start / end", f"{results.get('load_start')} / {results.get('load_end')}"],
+        ["hpo", f"{v.get('hpo')} (commit {v.get('hpo_commit', '?')})"],
+        ["Optuna / Ultralytics / torch", f"{v.get('optuna')} / {v.get('ultralytics')} / {v.get('torch')}"],
+        ["SQLAlchemy / psycopg / NumPy", f"{v.get('sqlalchemy')} / {v.get('psycopg')} / {v.get('numpy')}"],
+        ["SQLite / PostgreSQL server", f"{v.get('sqlite')} / {v.get('postgresql')}"],
+    ])
+    lines += ["", "## Targets", ""]
+    rows = []
+    for sec in results["sections"].values():
+        for t in sec.get("targets", []):
+            rows.append([sec["title"].split(" ", 1)[0].rstrip("."), t["target"], t["measured"], MET[t["met"]],
+                         t.get("note", "")])
+        if sec.get("error"):
+            rows.append([sec["title"].split(" ", 1)[0].rstrip("."), sec["title"], "benchmark failed",
+                         MET[None], sec["error"][:200]])
+    lines += _table(["#", "target", "measured (median [min–max])", "verdict", "note"], rows) if rows else \
+        ["(no targets measured)"]
+    for sec in results["sections"].values():
+        lines += ["", f"## {sec['title']}", ""]
+        meta = f"Run {sec['started']}, {sec['seconds'] / 60:.1f} min, load average {sec.get('load_before')} → " \
+               f"{sec.get('load_after')}."
+        if sec.get("run_id") and sec.get("run_id") != results.get("run_id"):
+            meta += " (Measured in an earlier `--only` run than the rest of this file.)"
+        lines += [meta, ""]
+        if sec.get("error"):
+            lines += [f"**Failed:** `{sec['error']}`", ""]
+        if sec.get("setup"):
+            lines += ["How it is measured:", ""] + [f"- {s}" for s in sec["setup"]] + [""]
+        for table in sec.get("tables", []):
+            if table.get("title"):
+                lines += [f"**{table['title']}**", ""]
+            lines += _table(table["columns"], table["rows"]) + [""]
+        for fig in sec.get("figures", []):
+            lines += [f"![{sec['title']}]({fig})", ""]
+        if sec.get("targets"):
+            lines += ["Targets:", ""]
+            lines += [f"- {t['target']}: {t['measured']} — **{MET[t['met']]}**"
+                      + (f" ({t['note']})" if t.get("note") else "") for t in sec["targets"]]
+            lines += [""]
+        if sec.get("notes"):
+            lines += ["Notes:", ""] + [f"- {n}" for n in sec["notes"]] + [""]
+    lines += ["## Reproduce", "",
+              "```sh",
+              "make bench                                   # everything (about an hour on 2 CPU cores)",
+              "make bench BENCH_ARGS='--only overhead,scaling'  # a subset; other sections are kept",
+              "make bench BENCH_ARGS='--quick'              # smoke run, a few minutes, written to bench/.work/",
+              "```", "",
+              "Raw numbers of every repeat: `bench/results.json`.", ""]
+    return "\n".join(lines)

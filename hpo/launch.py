@@ -1,0 +1,178 @@
+"""``hpo launch``: start local worker processes on a study and show its progress live.
+
+Each worker is its own process (``python -m hpo worker``): a crashing training takes down one
+worker, not the launcher, and on GPUs each process sees exactly one device through
+``CUDA_VISIBLE_DEVICES``. The storage URL travels in the environment, never on a command line that
+``ps`` would show.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from hpo.storage import ENV_VAR
+from hpo.study import Progress, StudySettings, best_trial, progress
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    index: int
+    device: str  # "cpu" or the CUDA index as seen inside the worker ("0")
+    env: dict[str, str]
+
+
+def plan_workers(*, workers: int, gpus: list[str] | None, device: str | None,
+                 workers_per_gpu: int = 1) -> list[WorkerPlan]:
+    """One worker per GPU (times ``workers_per_gpu``), else ``workers`` CPU workers."""
+    if device != "cpu" and gpus is None:
+        gpus = visible_gpus()
+    if device == "cpu" or not gpus:
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
+        return [WorkerPlan(i, "cpu", env) for i in range(workers)]
+    plans = []
+    for gpu in gpus:
+        for _ in range(workers_per_gpu):
+            env = {"CUDA_VISIBLE_DEVICES": gpu, "HPO_WORKERS_PER_MACHINE": str(len(gpus) * workers_per_gpu)}
+            plans.append(WorkerPlan(len(plans), "0", env))
+    return plans
+
+
+def visible_gpus() -> list[str]:
+    """Indices of the GPUs this process may use (respecting CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no usable CUDA means CPU
+        return []
+
+
+class Launcher:
+    """Starts the workers, watches the study, stops the workers on Ctrl-C."""
+
+    def __init__(self, *, study: optuna.Study, settings: StudySettings, storage_url: str,
+                 plans: list[WorkerPlan], seed: int, runs_dir: Path, keep: int,
+                 worker_args: list[str] | None = None, console: Console | None = None,
+                 show_progress: bool = True) -> None:
+        self.study = study
+        self.settings = settings
+        self.storage_url = storage_url
+        self.plans = plans
+        self.seed = seed
+        self.runs_dir = runs_dir
+        self.keep = keep
+        self.worker_args = list(worker_args or [])
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress and self.console.is_terminal
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started = time.time()
+
+    def log_dir(self) -> Path:
+        return self.runs_dir / self.settings.spec.name / "logs"
+
+    def start(self) -> None:
+        self.log_dir().mkdir(parents=True, exist_ok=True)
+        for plan in self.plans:
+            env = {**os.environ, **plan.env, ENV_VAR: self.storage_url, "PYTHONUNBUFFERED": "1"}
+            cmd = [sys.executable, "-m", "hpo", "worker", "--study", self.settings.spec.name,
+                   "--worker-index", str(plan.index), "--seed", str(self.seed), "--device", plan.device,
+                   "--runs-dir", str(self.runs_dir), "--keep", str(self.keep), "--verbose", *self.worker_args]
+            log = open(self.log_dir() / f"worker_{plan.index}.log", "ab")
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+
+    def wait(self) -> int:
+        """Wait for every worker; returns the number of workers that exited with an error.
+
+        Ctrl-C or SIGTERM (docker stop, Slurm) stops the workers cleanly: each hands its trial back.
+        """
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            if self.show_progress:
+                with Live(self.render(), console=self.console, refresh_per_second=1, transient=False) as live:
+                    while self._alive():
+                        time.sleep(1.0)
+                        live.update(self.render())
+                    live.update(self.render())
+            else:
+                while self._alive():
+                    time.sleep(1.0)
+        except KeyboardInterrupt:
+            self.console.print("stopping workers: their trials go back to the study")
+            self.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return sum(1 for p in self.procs if p.returncode not in (0, None))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask workers to hand their trials back, then make sure they are gone."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def _alive(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def render(self) -> Table:
+        state = progress(self.study)
+        table = Table(title=f"hpo study {self.settings.spec.name} "
+                            f"({self.settings.sampler}, {self.settings.pruner})", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("trials", _progress_text(state, self.settings.budget))
+        best = best_trial(self.study)
+        if best is not None:
+            table.add_row("best", f"{best.value:.5f} (trial {best.number})")
+            table.add_row("params", ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        table.add_row("workers", f"{sum(p.poll() is None for p in self.procs)} running "
+                                 f"(logs: {self.log_dir()})")
+        table.add_row("elapsed / eta", f"{_duration(time.time() - self.started)} / {self._eta(state)}")
+        return table
+
+    def _eta(self, state: Progress) -> str:
+        done = state.finished
+        remaining = self.settings.budget - done
+        if done == 0 or remaining <= 0:
+            return "-" if remaining > 0 else "done"
+        per_trial = (time.time() - self.started) / done
+        return _duration(per_trial * remaining)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _progress_text(state: Progress, budget: int) -> str:
+    return (f"{state.finished}/{budget} finished: {state.complete} complete, {state.pruned} pruned; "
+            f"{state.running} running, {state.failed} failed")
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,254 @@
+"""``hpo report``: a static report of a study, readable offline: PNG plots and an ``index.html``.
+
+The plots are Optuna's own (``optuna.visualization.matplotlib``; plotly's PNG export would need
+kaleido and a browser). Intermediate values get one touch: pruned trials are drawn dashed and end in
+a cross, since a search with a pruner is mostly read from when it stopped what. For retrained
+studies a mini-vs-full scatter shows whether the cheap ranking held on the full set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.study import StudySettings, best_trial, progress
+
+
+@dataclass
+class Plot:
+    file: str
+    title: str
+    caption: str
+    draw: Callable[[optuna.Study], Any]
+
+
+@dataclass
+class Report:
+    """What was written, and which plots could not be drawn (and why)."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def index(self) -> Path:
+        return self.out_dir / "index.html"
+
+
+def _intermediate_values(study: optuna.Study) -> Any:
+    """Optuna's intermediate-values plot, with pruned trials dashed and marked where they stopped."""
+    from optuna.visualization.matplotlib import plot_intermediate_values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = plot_intermediate_values(study)
+    pruned = {t.number: t.last_step for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}
+    for line in list(ax.get_lines()):
+        label = str(line.get_label())
+        number = int(label[5:]) if label.startswith("Trial") and label[5:].isdigit() else None
+        if number in pruned:
+            line.set_linestyle("--")
+            line.set_label(f"Trial{number} (pruned at {pruned[number]})")
+            xs, ys = line.get_xdata(), line.get_ydata()
+            if len(xs):
+                ax.plot([xs[-1]], [ys[-1]], marker="x", markersize=9, color=line.get_color(), linestyle="none")
+    ax.set_title("Intermediate values (dashed, x: pruned)")
+    ax.set_xlabel("Epoch")
+    if len(ax.get_lines()) >= 2:
+        handles = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith("Trial")]
+        ax.legend(handles=handles, bbox_to_anchor=(1.05, 1), loc="upper left", borderaxespad=0.0, fontsize=7)
+    return ax
+
+
+def _mini_vs_full(record: dict[str, Any]) -> Callable[[optuna.Study], Any]:
+    def draw(study: optuna.Study) -> Any:
+        import matplotlib.pyplot as plt
+
+        ok = [m for m in record["models"] if m.get("full_value") is not None and not m.get("error")]
+        if not ok:
+            raise ValueError("no retrained model succeeded")
+        fig, ax = plt.subplots(figsize=(6, 4.5), tight_layout=True)
+        xs, ys = [m["mini_value"] for m in ok], [m["full_value"] for m in ok]
+        ax.scatter(xs, ys, s=40, color="#1f77b4")
+        for m in ok:
+            mark = " (winner)" if m["trial"] == record.get("winner") else ""
+            ax.annotate(f"#{m['trial']}{mark}", (m["mini_value"], m["full_value"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        rho = record.get("spearman")
+        ax.set_title(f"mini set vs full set ({record['metric']})"
+                     + (f": Spearman {rho:+.2f}" if rho is not None else ""))
+        ax.set_xlabel(f"search (mini set) {record['metric']}")
+        ax.set_ylabel(f"retrained (full set, {record['epochs']} epochs) {record['metric']}")
+        return ax
+
+    return draw
+
+
+def plots(record: dict[str, Any] | None) -> list[Plot]:
+    from optuna.visualization import matplotlib as vis
+
+    chosen = [
+        Plot("optimization_history.png", "Optimisation history",
+             "objective of every finished trial, and the best so far", vis.plot_optimization_history),
+        Plot("param_importances.png", "Parameter importances", "how much each hyp explains the objective "
+             "(Optuna's default evaluator)", vis.plot_param_importances),
+        Plot("intermediate_values.png", "Intermediate values", "objective after every epoch; pruned trials dashed",
+             _intermediate_values),
+        Plot("parallel_coordinate.png", "Parallel coordinates", "hyps of every complete trial, coloured by objective",
+             vis.plot_parallel_coordinate),
+        Plot("slice.png", "Slice", "objective against each hyp", vis.plot_slice),
+        Plot("timeline.png", "Timeline", "when each trial ran, and how it ended", vis.plot_timeline),
+    ]
+    if record:
+        chosen.append(Plot("mini_vs_full.png", "Mini set vs full set", "the search's ranking against the "
+                           "retrained models' (hpo retrain)", _mini_vs_full(record)))
+    return chosen
+
+
+class ReportWriter:
+    """Writes a study's report into ``out_dir`` (created; files in it are replaced)."""
+
+    def __init__(self, study: optuna.Study, settings: StudySettings, out_dir: Path) -> None:
+        self.study = study
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        from hpo.retrain import final_record
+
+        self.final = final_record(study)
+
+    def write(self) -> Report:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        report = Report(self.out_dir)
+        for plot in plots(self.final):
+            try:
+                self._draw(plot)
+                report.files.append(self.out_dir / plot.file)
+            except Exception as exc:  # noqa: BLE001 - a plot Optuna cannot draw yet is noted, not fatal
+                report.skipped[plot.file] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        csv = self.out_dir / "trials.csv"
+        self.study.trials_dataframe().to_csv(csv, index=False)
+        report.files.append(csv)
+        report.index.write_text(self._html(report), encoding="utf-8")
+        report.files.append(report.index)
+        return report
+
+    def _draw(self, plot: Plot) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend
+            result = plot.draw(self.study)
+        first = np.atleast_1d(result).flat[0]
+        figure = first.figure
+        try:
+            figure.savefig(self.out_dir / plot.file, dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(figure)
+
+    # --- index.html ------------------------------------------------------------------------------
+
+    def _html(self, report: Report) -> str:
+        s, spec = self.study, self.settings.spec
+        state = progress(s)
+        best = best_trial(s)
+        parts = [f"<h1>Study {_e(s.study_name)}</h1>"]
+        if spec.description:
+            parts.append(f"<p>{_e(spec.description)}</p>")
+        parts.append(_table(["sampler", "pruner", "objective", "budget", "complete", "pruned", "failed", "model",
+                             "data"],
+                            [[self.settings.sampler, self.settings.pruner,
+                              f"{spec.objective.metric} ({spec.objective.direction})", self.settings.budget,
+                              state.complete, state.pruned, state.failed, spec.model, spec.data]]))
+        if best is not None:
+            parts.append(f"<h2>Best trial: #{best.number}, {spec.objective.metric} {best.value:.5f}</h2>")
+            parts.append("<h3>Hyps</h3><pre>" + _e("\n".join(f"{k}: {v}" for k, v in best.params.items())) + "</pre>")
+            metrics = {k: best.user_attrs.get(k) for k in ("precision", "recall", "map50", "map75", "map50-95",
+                                                          "fitness")}
+            parts.append(_table(list(metrics), [[_num(v) for v in metrics.values()]]))
+        if spec.base_import is not None and spec.base_import.dropped:
+            parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{_e(w)}</li>" for w in
+                                                          spec.base_import.warning_lines()) + "</ul>")
+        if self.final:
+            parts.append(self._final_html())
+        parts.append("<h2>Plots</h2>")
+        for plot in plots(self.final):
+            if plot.file in report.skipped:
+                parts.append(f"<p><b>{_e(plot.title)}</b>: not drawn ({_e(report.skipped[plot.file])})</p>")
+            else:
+                parts.append(f"<figure><img src='{plot.file}' alt='{_e(plot.title)}'><figcaption><b>{_e(plot.title)}"
+                             f"</b>: {_e(plot.caption)}</figcaption></figure>")
+        parts.append("<h2>Trials</h2>")
+        names = list(spec.search_space)
+        rows = []
+        for t in s.get_trials(deepcopy=False):
+            note = t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason") or ""
+            rows.append([t.number, t.state.name, _num(t.value), *[_num(t.params.get(n)) for n in names],
+                         t.user_attrs.get("epochs", t.last_step), _num(t.user_attrs.get("map75")),
+                         t.user_attrs.get("train_seconds"), note])
+        parts.append(_table(["#", "state", "value", *names, "epochs", "mAP75", "seconds", "note"], rows))
+        parts.append("<p>Also here: <a href='trials.csv'>trials.csv</a> (every trial, Optuna's dataframe). "
+                     f"Written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by hpo report.</p>")
+        return _PAGE.format(title=_e(f"hpo report: {s.study_name}"), body="\n".join(parts))
+
+    def _final_html(self) -> str:
+        from hpo.retrain import summary_lines
+
+        f = self.final or {}
+        rows = []
+        for m in f["models"]:
+            mt = m.get("metrics") or {}
+            rows.append([m["trial"], f"{_num(m['mini_value'])} ({m['mini_rank']})",
+                         f"{_num(m.get('full_value'))} ({m.get('full_rank') or '-'})", _num(mt.get("map50")),
+                         _num(mt.get("map75")), _num(mt.get("map50-95")),
+                         f"{m['weight_bytes'] / 1e6:.1f} MB" if m.get("weight_bytes") else "-",
+                         {True: "yes", False: "NO", None: "-"}[m.get("under_limit")],
+                         m.get("wall_seconds"), m.get("error") or ("reused" if m.get("reused") else "")])
+        head = (f"<h2>Final models (hpo retrain: {f['epochs']} epochs on {_e(f['data'])})</h2>"
+                + "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in summary_lines(f)) + "</ul>")
+        return head + _table(["trial", "mini (rank)", "full (rank)", "mAP50", "mAP75", "mAP50-95", "weights",
+                              "under 100 MB", "seconds", "note"], rows)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if not math.isfinite(value) else f"{value:.5g}"
+    return "-" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    return {"dir": str(report.out_dir), "index": str(report.index), "files": [str(p) for p in report.files],
+            "skipped": report.skipped}
+

@@ -1,0 +1,106 @@
+"""Failed-by-circumstance trials go back to the study, resuming from their last epoch.
+
+A trial whose worker died (stale heartbeat) or was told to stop (SIGTERM, preemption) did nothing
+wrong: its hyps are re-queued as a WAITING trial, up to ``max_retry`` times per original trial, and
+the next free worker trains them. Optuna's own retry callback starts such trials from scratch; we go
+further: when the dead trial's ``last.pt`` is readable, the retry resumes it (Ultralytics resume) and
+inherits the intermediate values and per-epoch metrics already reported, so a kill costs at most the
+epoch in progress. Trials that failed on their own (crash, OOM, NaN) are not retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+DEFAULT_MAX_RETRY = 3
+ATTR_RETRY_OF = "hpo:retry_of"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_DIR = "hpo:dir"
+ATTR_EPOCH_METRICS = "hpo:epoch_metrics"
+ATTR_RESUME_FROM = "hpo:resume_from"
+ATTR_RESUMED = "hpo:resumed"
+# Attributes that describe one run of a trial, not its hyps: never inherited as they are.
+_RUN_ATTRS = (ATTR_DIR, ATTR_FAIL_REASON, ATTR_EPOCH_METRICS, ATTR_RESUME_FROM, ATTR_RESUMED, "hpo:worker",
+              "epochs", "train_seconds", "weight_bytes", "final_metrics", "last_epoch_metrics",
+              "precision", "recall", "map50", "map75", "map50-95", "fitness", "pruned_reason")
+
+
+def completed_epochs(checkpoint: Path) -> int | None:
+    """Epochs a readable, resumable Ultralytics ``last.pt`` holds; None if it cannot be resumed."""
+    if not checkpoint.is_file():
+        return None
+    try:
+        import torch
+
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - truncated or foreign file: start afresh
+        return None
+    epoch = ckpt.get("epoch", -1) if isinstance(ckpt, dict) else -1
+    if epoch is None or epoch < 0 or ckpt.get("optimizer") is None:
+        return None  # finished (optimizer stripped) or not a training checkpoint
+    return int(epoch) + 1
+
+
+def resume_point(trial: optuna.Trial) -> tuple[Path, int] | None:
+    """The checkpoint a retried trial continues from and the epochs it holds, if readable here.
+
+    Records on the trial where it resumed from (or why it could not), for ``status`` and the
+    dashboard.
+    """
+    path = trial.user_attrs.get(ATTR_RESUME_FROM)
+    if not path:
+        return None
+    epochs = completed_epochs(Path(path))
+    origin = trial.user_attrs.get(ATTR_RETRY_OF)
+    if epochs is None:
+        trial.set_user_attr(ATTR_RESUMED, {"from_trial": origin, "epoch": 0,
+                                           "note": f"{path} not resumable here; restarted"})
+        return None
+    trial.set_user_attr(ATTR_RESUMED, {"from_trial": origin, "epoch": epochs, "checkpoint": path})
+    return Path(path), epochs
+
+
+def last_checkpoint(trial_dir: str | Path) -> Path:
+    return Path(trial_dir) / "weights" / "last.pt"
+
+
+class RequeueTrial:
+    """Heartbeat-stale-trial callback (and the worker's own hand-back) that re-queues a trial."""
+
+    def __init__(self, max_retry: int = DEFAULT_MAX_RETRY) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry or not trial.params:
+            return
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
+        user_attrs[ATTR_RETRY_OF] = trial.number
+        intermediate: dict[int, float] = {}
+        resume = self._resume_point(trial)
+        if resume is not None:
+            checkpoint, epochs, metrics = resume
+            user_attrs[ATTR_RESUME_FROM] = str(checkpoint)
+            user_attrs[ATTR_EPOCH_METRICS] = metrics
+            intermediate = {s: v for s, v in trial.intermediate_values.items() if s <= epochs}
+        system_attrs: dict[str, Any] = {"failed_trial": history[0], "retry_history": history}
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=user_attrs, system_attrs=system_attrs, intermediate_values=intermediate or None))
+
+    @staticmethod
+    def _resume_point(trial: FrozenTrial) -> tuple[Path, int, list[dict[str, Any]]] | None:
+        """The dead trial's checkpoint, if readable here and matching what it reported."""
+        directory = trial.user_attrs.get(ATTR_DIR)
+        if not directory:
+            return None
+        checkpoint = last_checkpoint(directory)
+        epochs = completed_epochs(checkpoint)
+        metrics = trial.user_attrs.get(ATTR_EPOCH_METRICS) or []
+        if not epochs or len(metrics) < epochs:
+            return None  # killed between saving and reporting that epoch: start afresh
+        return checkpoint, epochs, metrics[:epochs]

@@ -1,0 +1,256 @@
+"""YOLOv5's ``--evolve`` genetic algorithm as an Optuna sampler.
+
+YOLOv5 keeps its population in a local ``evolve.csv``: one GPU, one population, and distributed runs
+overwrite each other. Here the population is every finished trial of the Optuna study, read from the
+shared storage at each proposal, so all workers on all machines breed from one population.
+
+The algorithm, as in YOLOv5 (``train.py``, v6/v7):
+
+1. Population = all COMPLETE trials. Take the top ``n = min(5, count)`` by fitness, weights
+   ``w = fitness - min(fitness) + 1e-6``, and pick ONE parent by weighted random choice. With no
+   finished trial yet the parent is the base hyps (and the base itself is proposed if no trial has
+   it yet: "generation 1 trains the unmutated base").
+2. Mutate every numeric gene multiplicatively:
+   ``v = clip(g * (rand < mp) * randn * rand_shared * s + 1, 0.3, 3.0)`` with ``mp = 0.8``,
+   ``s = 0.2``, one uniform and one normal draw per gene for the mask and the step, one uniform draw
+   shared by all genes; redraw until some ``v != 1``. The child is ``parent * v`` (so a 0 stays 0 and a
+   gene with gain 0 never moves), clipped to [low, high] and rounded to 5 decimals.
+3. Fitness is the trial's objective value (negated for minimisation). The study's objective decides
+   what it is; YOLOv5's was ``0.1 mAP50 + 0.9 mAP50-95`` (our ``fitness`` metric).
+
+What we add, and why:
+
+- A proposal that the study already has (any trial, running or queued included) or that equals its
+  parent is redrawn: duplicate trainings waste GPU-hours. A running trial counts from the moment it
+  is claimed: its queued ``fixed_params`` and the GA's proposal (stored on the trial as the system
+  attribute ``ga:proposal`` when it is made) are taken points before the worker stores any param. After ``max_redraws`` tries (a tiny,
+  exhausted space) the sampler falls back to uniform random proposals.
+- Integer genes mutate like floats and are rounded to their step; float genes with a step snap to it.
+- Categorical genes (YOLOv5 has none) switch to a uniformly chosen other choice with probability
+  ``min(1, mp * s * gain)`` (0.16 at gain 1): about as often as a numeric gene moves by more than
+  its typical step, and never when the gain is 0. A switch counts as a change for the redraw rule.
+- Pruned trials are not parents (their values are partial) but still count as taken points.
+- The population is always the whole study, also under Hyperband (which otherwise shows samplers
+  only the trials of one bracket).
+- The random state is seeded (never from the clock): the same seed gives the same proposals for the
+  same population; workers get different seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+ATTR_PROPOSAL = "ga:proposal"
+MUTATION_PROB = 0.8
+SIGMA = 0.2
+FACTOR_MIN, FACTOR_MAX = 0.3, 3.0
+TOP_N = 5
+DECIMALS = 5
+
+
+class YoloV5GASampler(BaseSampler):
+    """YOLOv5's evolve GA over a fixed search space, breeding from the study's shared population.
+
+    Args:
+        search_space: Optuna distributions of the genes (every trial samples all of them).
+        gains: mutation gain per gene (YOLOv5's table); missing genes get 1.
+        base: the unmutated first individual; missing genes start at the middle of their range.
+        seed: seed of the sampler's random state.
+        top_n: how many of the best individuals may become the parent.
+        max_redraws: redraws allowed to find a new point before falling back to random sampling.
+    """
+
+    def __init__(
+        self,
+        search_space: dict[str, BaseDistribution],
+        gains: dict[str, float] | None = None,
+        base: dict[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+        top_n: int = TOP_N,
+        mutation_prob: float = MUTATION_PROB,
+        sigma: float = SIGMA,
+        max_redraws: int = 1000,
+    ) -> None:
+        if not search_space:
+            raise ValueError("the GA needs a non-empty search space")
+        self._space = dict(search_space)
+        self._names = list(self._space)
+        self._gains = {n: float((gains or {}).get(n, 1.0)) for n in self._names}
+        self._base = {n: (base or {}).get(n, _middle(d)) for n, d in self._space.items()}
+        self._top_n = top_n
+        self._mp = mutation_prob
+        self._sigma = sigma
+        self._max_redraws = max_redraws
+        self._rng = np.random.RandomState(seed)
+        self._fallback = RandomSampler(seed=None if seed is None else seed + 1)
+        self.last_parent: dict[str, Any] | None = None  # for tests and trial attributes
+
+    # --- BaseSampler interface ---------------------------------------------------------------
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space or trial.system_attrs.get("fixed_params"):
+            return {}  # a queued trial (the base, a retry) trains its own params
+        # One population for the whole study: Hyperband hands samplers a per-bracket view of the
+        # study (``_BracketStudy``), which would split the population and let brackets repeat points.
+        whole_study = getattr(study, "_study", study)
+        trials = whole_study.get_trials(deepcopy=False)
+        taken = {self._key(p) for p in _known_points(trials, exclude=trial.number)}
+        population = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                      and all(n in t.params for n in self._names)]
+        if not population:
+            parent = dict(self._base)
+            if self._key(parent) not in taken:
+                self.last_parent = None
+                return _claim(whole_study, trial, parent)
+        else:
+            sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+            parent = self.select_parent([t.params for t in population],
+                                        [sign * float(t.value) for t in population])  # type: ignore[arg-type]
+        self.last_parent = parent
+        for _ in range(self._max_redraws):
+            child = self.mutate(parent)
+            key = self._key(child)
+            if key not in taken and key != self._key(parent):
+                return _claim(whole_study, trial, child)
+        return {}  # exhausted: sample_independent (random) proposes every gene
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    # --- the algorithm -----------------------------------------------------------------------
+
+    def select_parent(self, params: Sequence[dict[str, Any]], fitness: Sequence[float]) -> dict[str, Any]:
+        """YOLOv5 'single' selection: one of the top n, weighted by fitness above the worst of them."""
+        order = np.argsort(-np.asarray(fitness, dtype=float), kind="stable")[: min(self._top_n, len(fitness))]
+        top = np.asarray(fitness, dtype=float)[order]
+        weights = top - top.min() + 1e-6
+        chosen = order[self._rng.choice(len(order), p=weights / weights.sum())]
+        return {n: params[chosen][n] for n in self._names}
+
+    def mutation_factors(self) -> np.ndarray:
+        """One draw of YOLOv5's factor vector over the numeric genes (redrawn until one moves)."""
+        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
+        g = np.array([self._gains[n] for n in numeric], dtype=float)
+        v = np.ones(len(numeric))
+        if not len(numeric) or not np.any(g > 0):
+            return v
+        while np.all(v == 1):
+            ng = len(numeric)
+            v = (g * (self._rng.random_sample(ng) < self._mp) * self._rng.standard_normal(ng)
+                 * self._rng.random_sample() * self._sigma + 1).clip(FACTOR_MIN, FACTOR_MAX)
+        return v
+
+    def mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
+        """A child of ``parent``: multiplicative numeric mutation, categorical switches, constraints."""
+        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
+        categorical = [n for n in self._names if n not in numeric]
+        while True:
+            child: dict[str, Any] = {}
+            factors = self.mutation_factors() if numeric else np.ones(0)
+            for name, v in zip(numeric, factors):
+                child[name] = _constrain(float(parent[name]) * float(v), self._space[name])
+            switched = False
+            for name in categorical:
+                dist = self._space[name]
+                assert isinstance(dist, CategoricalDistribution)
+                p_switch = min(1.0, self._mp * self._sigma * self._gains[name])
+                if self._rng.random_sample() < p_switch:
+                    others = [c for c in dist.choices if c != parent[name]]
+                    child[name] = others[self._rng.randint(len(others))]
+                    switched = True
+                else:
+                    child[name] = parent[name]
+            if switched or np.any(factors != 1) or not any(self._gains[n] > 0 for n in self._names):
+                return child
+
+    def _key(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(_key_value(params.get(n)) for n in self._names)
+
+
+def _key_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, DECIMALS + 3)
+    return value
+
+
+def _claim(study: Study, trial: FrozenTrial, proposal: dict[str, Any]) -> dict[str, Any]:
+    """Record the proposal on its trial at once, so a worker sampling meanwhile sees it as taken.
+
+    A worker stores params only when its objective suggests them, some time after ``ask()``; without
+    this, two workers asking at the same moment could both breed the same point.
+    """
+    study._storage.set_trial_system_attr(trial._trial_id, ATTR_PROPOSAL, proposal)
+    return proposal
+
+
+def _known_points(trials: Sequence[FrozenTrial], exclude: int) -> list[dict[str, Any]]:
+    """Every point the study has or will train: stored params, queued params and GA proposals.
+
+    A claimed trial holds its queued ``fixed_params`` (or the GA's proposal) before the worker stores
+    its params, so all three sources count, whatever the trial's state.
+    """
+    points = []
+    for t in trials:
+        if t.number == exclude:
+            continue
+        for source in (t.system_attrs.get("fixed_params"), t.system_attrs.get(ATTR_PROPOSAL), t.params):
+            if source:
+                points.append(source)
+    return points
+
+
+def _middle(dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0]
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
+    if dist.log:
+        mid = math.sqrt(dist.low * dist.high)
+    else:
+        mid = (dist.low + dist.high) / 2
+    return _constrain(mid, dist)
+
+
+def _constrain(value: float, dist: BaseDistribution) -> Any:
+    """Clip to [low, high], round to 5 decimals (YOLOv5), then honour the distribution's grid."""
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
+    value = min(max(value, dist.low), dist.high)
+    if isinstance(dist, IntDistribution):
+        steps = round((value - dist.low) / dist.step)
+        return int(min(dist.low + steps * dist.step, dist.high))
+    value = round(value, DECIMALS)
+    if dist.step is not None:
+        steps = round((value - dist.low) / dist.step)
+        value = dist.low + steps * dist.step
+    return float(min(max(value, dist.low), dist.high))
+

@@ -1,0 +1,349 @@
+"""Study specifications: one YAML file per study, validated on load.
+
+A spec says what to train (model, weights, data, fixed training arguments), what to optimise (the
+objective), where to search (the search space, with optional GA gains), where to start (base hyps),
+how (default sampler and pruner), how long (trial budget) and how to finish (retrain settings).
+
+The validated spec is stored with the study (a study attribute), so workers, ``status``, ``export``
+and ``retrain`` work from the storage alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+from hpo import hyps
+from hpo.errors import HpoError
+
+SAMPLERS = ("ga", "tpe", "cmaes", "nsga2", "gp", "random")
+PRUNERS = ("hyperband", "median", "sha", "none")
+METRICS = ("fitness", "map75", "map50", "map50-95")
+
+_ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` so a study file can name machine-local paths."""
+
+    def repl(match: re.Match[str]) -> str:
+        got = os.environ.get(match["name"])
+        if got:
+            return got
+        return match["default"] if match["default"] is not None else ""
+
+    return _ENV_PATTERN.sub(repl, value)
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low >= high:
+        raise ValueError(f"low must be below high (low={low}, high={high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0 (low={low})")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatParam(_Strict):
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    gain: float | None = Field(default=None, ge=0, description="GA mutation gain (YOLOv5 table)")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log")
+        return self
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    gain: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Union[bool, int, float, str]] = Field(min_length=2)
+    gain: float | None = Field(default=None, ge=0)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, choices: list[Any]) -> list[Any]:
+        if len(set(map(repr, choices))) != len(choices):
+            raise ValueError("choices must be unique")
+        return choices
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        return optuna.distributions.CategoricalDistribution(self.choices)
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+class Objective(_Strict):
+    metric: Literal["fitness", "map75", "map50", "map50-95"] = "fitness"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Retrain(_Strict):
+    data: str | None = Field(default=None, description="data yaml of the full set; default: the study's")
+    epochs: int | None = Field(default=None, gt=0)
+    top_k: int = Field(default=1, gt=0)
+    train: dict[str, Any] = Field(default_factory=dict, description="training arguments overriding the study's")
+
+
+class BaseImport(_Strict):
+    """What a YOLOv5 hyp file given as ``base_from`` brought in: kept with the study, so the file is
+    read once (where the study is created) and its left-out keys stay on record."""
+
+    source: str
+    imported: dict[str, Any]
+    dropped: dict[str, str] = Field(description="YOLOv5 keys not carried over, and why")
+    yolov5: dict[str, Any] = Field(description="the file as read, for an export back to YOLOv5")
+
+    def warning_lines(self) -> list[str]:
+        return [f"base_from {self.source}: {key}={self.yolov5.get(key)!r} not imported: {why}"
+                for key, why in self.dropped.items()]
+
+
+class StudySpec(_Strict):
+    """A validated study definition."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: str = Field(description="Ultralytics model yaml (e.g. yolov5m6.yaml) or a local .pt")
+    weights: str | None = Field(default=None, description="local pretrained .pt loaded into the model")
+    data: str
+    train: dict[str, Any] = Field(default_factory=dict)
+    objective: Objective = Objective()
+    search_space: dict[str, Param] = Field(min_length=1)
+    base: dict[str, Any] = Field(default_factory=dict)
+    base_from: str | None = Field(default=None, description="a YOLOv5 hyp.yaml whose values start `base`")
+    base_import: BaseImport | None = None
+    sampler: Literal["ga", "tpe", "cmaes", "nsga2", "gp", "random"] = "tpe"
+    pruner: Literal["hyperband", "median", "sha", "none"] = "hyperband"
+    prune_after: int = Field(default=1, gt=0, description="epochs every trial trains before it may be pruned")
+    trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
+    retrain: Retrain = Retrain()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_yolov5_base(cls, data: Any, info: ValidationInfo) -> Any:
+        """``base_from: FILE`` (or ``base: FILE``): a YOLOv5 hyp file under the study's own ``base``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("base"), str):
+            if data.get("base_from"):
+                raise ValueError("base: give the YOLOv5 hyp file as base_from, and base as a mapping")
+            data["base_from"] = data.pop("base")
+        source = data.get("base_from")
+        if source and data.get("base_import") is None:  # a stored spec carries its import already
+            from hpo import yolov5
+
+            path = _find_relative(str(source), (info.context or {}).get("source"))
+            try:
+                found = yolov5.import_hyps(path)
+            except ValueError as exc:
+                raise ValueError(f"base_from: {exc}") from None
+            explicit = data.get("base") or {}
+            if isinstance(explicit, dict):
+                data["base"] = {**found.imported, **explicit}
+            data["base_import"] = {"source": found.source, "imported": found.imported,
+                                   "dropped": found.dropped, "yolov5": found.original}
+        return data
+
+    @field_validator("search_space", "train")
+    @classmethod
+    def _known_args(cls, named: dict[str, Any]) -> dict[str, Any]:
+        for name in named:
+            _check_training_arg(name)
+        return named
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        for name in self.base:
+            _check_training_arg(name)
+        for name, value in self.base.items():
+            if name in self.search_space:
+                dist = self.search_space[name].distribution()
+                try:
+                    internal = dist.to_internal_repr(value)
+                except Exception:
+                    raise ValueError(f"base.{name}: {value!r} is not a valid value of the search space")
+                if not dist._contains(internal):
+                    origin = (f" (from base_from {self.base_import.source})"
+                              if self.base_import and name in self.base_import.imported else "")
+                    raise ValueError(f"base.{name}: {value!r} lies outside the search space{origin}")
+        if self.prune_after > self.epochs:
+            raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
+        for name in self.search_space:
+            if name in self.train:
+                raise ValueError(f"train.{name}: is also in search_space; fix it in one place only")
+        searched = self.search_space.get("optimizer")
+        optimizers = (list(searched.choices) if isinstance(searched, CategoricalParam)
+                      else [self.fixed_args().get("optimizer", "auto")])
+        if {"lr0", "momentum"} & set(self.search_space) and "auto" in optimizers:
+            raise ValueError("train.optimizer: 'auto' ignores lr0 and momentum; name an optimizer (e.g. SGD)")
+        return self
+
+    # --- derived views -------------------------------------------------------------------------
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {name: p.distribution() for name, p in self.search_space.items()}
+
+    def gains(self) -> dict[str, float]:
+        """GA gain per searched hyp: the spec's, else YOLOv5's table, else 1."""
+        return {n: p.gain if p.gain is not None else hyps.default_gain(n)
+                for n, p in self.search_space.items()}
+
+    def base_params(self) -> dict[str, Any]:
+        """Base hyps that lie in the search space: the GA's first individual, every sampler's warm start."""
+        return {n: v for n, v in self.base.items() if n in self.search_space}
+
+    def fixed_args(self) -> dict[str, Any]:
+        """Training arguments shared by every trial: ``train`` plus base hyps outside the space."""
+        fixed = {n: v for n, v in self.base.items() if n not in self.search_space}
+        fixed.update(self.train)
+        return fixed
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train.get("epochs", hyps.ultralytics_defaults()["epochs"]))
+
+    def resolved_data(self, data: str | None = None) -> Path:
+        return Path(expand_env(data or self.data)).expanduser().resolve()
+
+    def resolved_weights(self) -> Path | None:
+        if not self.weights:
+            return None
+        expanded = expand_env(self.weights)
+        return Path(expanded).expanduser().resolve() if expanded else None
+
+    def check_files(self, source: str | Path = "study") -> None:
+        """Fail early, before any training, if the data or the weights are not on this machine."""
+        data = self.resolved_data()
+        if not data.is_file():
+            raise HpoError(f"data yaml {data} not found (run `hpo data prepare` or fix the path)",
+                           path=source, field="data")
+        weights = self.resolved_weights()
+        if weights is not None and not weights.is_file():
+            raise HpoError(
+                f"pretrained weights {weights} not found: put the local file there (e.g. yolov5m6u.pt "
+                "from the Ultralytics release assets, copied by hand; nothing is downloaded), set the "
+                "environment variable the path names, or set `weights: null` to train from scratch",
+                path=source, field="weights")
+        if self.model.endswith(".pt"):
+            model = Path(expand_env(self.model)).expanduser()
+            if not model.is_file():
+                raise HpoError(f"model checkpoint {model} not found", path=source, field="model")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _find_relative(raw: str, source: Any) -> Path:
+    """A path from a study file: as given (working directory), else next to the study file."""
+    path = Path(expand_env(raw)).expanduser()
+    if not path.is_absolute() and not path.exists() and source and Path(str(source)).is_file():
+        beside = Path(str(source)).parent / path
+        if beside.exists():
+            path = beside
+    return path.resolve()
+
+
+def _check_training_arg(name: str) -> None:
+    if name in hyps.YOLOV5_ONLY:
+        raise ValueError(f"{name}: does not exist in Ultralytics ({hyps.YOLOV5_ONLY[name]})")
+    if name in hyps.RESERVED_ARGS:
+        raise ValueError(f"{name}: is set by hpo for every trial and cannot be part of a study")
+    if not hyps.is_training_arg(name):
+        raise ValueError(f"{name}: is not an Ultralytics training argument")
+
+
+def _format_error(err: dict[str, Any]) -> tuple[str, str]:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("float", "int", "categorical")]
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    field = ".".join(loc)
+    # Our validators put "name: ..." first when they know the field better than pydantic does.
+    head, sep, rest = msg.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z0-9_.-]+", head) and " " not in head:
+        field = f"{field}.{head}" if field and not head.startswith(field) and "." not in head else head
+        msg = rest
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif err.get("type") == "missing":
+        msg = "required field is missing"
+    if "input" in err and err.get("type", "").endswith(("_type", "_parsing")):
+        msg += f" (got {err['input']!r})"
+    return field or "<root>", msg
+
+
+def parse_spec(data: Any, source: str | Path = "<spec>") -> StudySpec:
+    """Validate a spec mapping; the first problem becomes a one-line :class:`HpoError`."""
+    if not isinstance(data, dict):
+        raise HpoError("a study file must be a YAML mapping", path=source)
+    try:
+        return StudySpec.model_validate(data, context={"source": str(source)})
+    except ValidationError as exc:
+        field, msg = _format_error(exc.errors()[0])
+        raise HpoError(msg, path=source, field=field) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Load and validate a study YAML file (``yaml.safe_load``, never the full loader)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HpoError("study file not found", path=path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "yaml"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HpoError(f"not valid YAML: {problem}", path=path, field=where) from None
+    return parse_spec(data, path)
+
+
+def find_spec_file(study: str, studies_dir: str | Path = "studies") -> Path:
+    """``--study`` takes a path to a YAML file or a study name looked up in ``./studies/``."""
+    candidate = Path(study)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return candidate
+    for suffix in (".yaml", ".yml"):
+        path = Path(studies_dir) / f"{study}{suffix}"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in Path(studies_dir).glob("*.y*ml")) if Path(studies_dir).is_dir() else []
+    hint = f" (known: {', '.join(known)})" if known else ""
+    raise HpoError(f"no study file {studies_dir}/{study}.yaml{hint}", field="--study")

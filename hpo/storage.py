@@ -1,0 +1,222 @@
+"""Where studies live: SQLite on one machine, any SQLAlchemy URL (PostgreSQL) across machines.
+
+Every command resolves its storage the same way: ``--storage``, else ``$HPO_STORAGE``, else the
+SQLite file ``storage/hpo.db`` under the current directory. Passwords in URLs are masked in
+everything we print (:func:`mask_url`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sqlite3
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import update as sa_update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hpo.errors import HpoError
+
+DEFAULT_SQLITE = Path("storage") / "hpo.db"
+ENV_VAR = "HPO_STORAGE"
+
+# Heartbeats: a worker records one every ``interval`` seconds while a trial runs; a RUNNING trial
+# whose last heartbeat is older than ``grace`` seconds belongs to a dead worker and is failed.
+DEFAULT_HEARTBEAT_INTERVAL = 30
+DEFAULT_GRACE_PERIOD = 120
+
+
+log = logging.getLogger("hpo.storage")
+_T = TypeVar("_T")
+
+# How long a storage call keeps retrying while the database is unreachable or locked.
+DEFAULT_RETRY_SECONDS = 600.0
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The storage URL a command should use (absolute for the default SQLite file)."""
+    url = url or os.environ.get(ENV_VAR)
+    if not url:
+        return f"sqlite:///{DEFAULT_SQLITE.resolve()}"
+    if "://" not in url:  # a bare path means an SQLite file
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: the only form we ever print or store."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable storage URL>"
+
+
+def _prepare_sqlite(url: str) -> dict[str, Any]:
+    """Create the folder, switch the file to WAL (persistent) and wait on locks instead of failing."""
+    database = make_url(url).database
+    if database and database != ":memory:":
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=60) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    return {"connect_args": {"timeout": 120}}
+
+
+def engine_kwargs_for(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return _prepare_sqlite(url)
+    # Many workers, servers that restart: check connections before use and recycle old ones.
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_recycle": 1800}
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A lost connection, a restarting server or a locked SQLite file: worth waiting for."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if type(seen).__module__.startswith("psycopg") and type(seen).__name__ in (
+                "OperationalError", "InterfaceError", "AdminShutdown", "ConnectionTimeout"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, with every call retried while the database is away.
+
+    ``pool_pre_ping`` replaces connections that died while idle; this covers the ones that die in
+    use (``pg_terminate_backend``, a server restart) and SQLite's "database is locked". A call that
+    committed but lost its reply is not repeated blindly: a finished trial found already finished
+    by the retry counts as done.
+    """
+
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+
+    def _call_with_retry(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay, failed_once = 0.2, False
+        while True:
+            try:
+                return fn(self, *args, **kwargs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if failed_once and fn.__name__ == "set_trial_state_values":
+                    return True  # type: ignore[return-value]  # our first attempt had committed
+                raise
+            except Exception as error:  # noqa: BLE001 - filtered right below
+                if not _is_transient(error) or time.monotonic() > deadline:
+                    raise
+                failed_once = True
+                log.warning("storage unavailable (%s): retrying %s in %.1f s", type(error).__name__,
+                            fn.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def _retrying(fn: Callable[..., _T]) -> Callable[..., _T]:
+    @functools.wraps(fn)
+    def wrapper(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> _T:
+        return self._call_with_retry(fn, *args, **kwargs)
+
+    return wrapper
+
+
+def _touches_database_on_its_own(name: str, attr: Any) -> bool:
+    """Methods that open their own session (a retry re-runs them whole); not the helpers that get one."""
+    if not inspect.isfunction(attr) or name.startswith("__") or name in _NOT_RETRIED:
+        return False
+    return "session" not in inspect.signature(attr).parameters
+
+
+_NOT_RETRIED = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session",
+                "_fill_storage_url_template", "_set_default_engine_kwargs_for_mysql"}
+
+for _name, _attr in vars(optuna.storages.RDBStorage).items():
+    if _touches_database_on_its_own(_name, _attr):
+        setattr(RetryingRDBStorage, _name, _retrying(_attr))
+
+
+def _claim_waiting_trial(storage: RetryingRDBStorage, trial_id: int) -> bool:
+    """WAITING -> RUNNING as one conditional UPDATE.
+
+    Optuna claims a queued trial with ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers
+    could both take the base trial (or a retry) and train it twice. A single UPDATE guarded by the
+    state is atomic on every backend; the loser gets False and asks for another trial.
+    """
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        result = session.execute(
+            sa_update(models.TrialModel)
+            .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+def _set_trial_state_values(self: RetryingRDBStorage, trial_id: int, state: TrialState,
+                            values: Any = None) -> bool:
+    if state == TrialState.RUNNING and values is None:
+        return self._call_with_retry(_claim_waiting_trial, trial_id)
+    return self._call_with_retry(optuna.storages.RDBStorage.set_trial_state_values, trial_id, state, values)
+
+
+_claim_waiting_trial.__name__ = "claim_waiting_trial"
+RetryingRDBStorage.set_trial_state_values = _set_trial_state_values  # type: ignore[method-assign]
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: int | None = DEFAULT_GRACE_PERIOD,
+    stale_trial_callback: Any = "requeue",
+) -> optuna.storages.RDBStorage:
+    """Open (and create if needed) the study database behind ``url``.
+
+    Trials of dead workers are failed after ``grace_period`` and, by default, re-queued with the
+    same params (:class:`hpo.retry.RequeueTrial`).
+    """
+    if stale_trial_callback == "requeue":
+        from hpo.retry import RequeueTrial
+
+        stale_trial_callback = RequeueTrial()
+    url = resolve_url(url)
+    try:
+        kwargs = engine_kwargs_for(url)
+    except (ArgumentError, ValueError) as exc:
+        raise HpoError(f"not a valid storage URL {mask_url(url)}: {exc}", field="--storage") from None
+    except sqlite3.Error as exc:
+        raise HpoError(f"cannot open SQLite storage {mask_url(url)}: {exc}", field="--storage") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RetryingRDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
+    except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.replace(url, mask_url(url))
+        password = make_url(url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise HpoError(f"cannot open storage {mask_url(url)}: {reason}", field="--storage") from None

@@ -1,0 +1,160 @@
+"""Create, join and read hpo studies in an Optuna storage.
+
+A study carries everything needed to run or inspect it as study attributes: the spec, the sampler
+and pruner names, the objective and the trial budget. Later commands (``worker``, ``status``,
+``export``, ``retrain``) need only the storage and the study name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.errors import HpoError
+from hpo.spec import PRUNERS, SAMPLERS, StudySpec, parse_spec
+
+ATTR_SPEC = "hpo:spec"
+ATTR_SAMPLER = "hpo:sampler"
+ATTR_PRUNER = "hpo:pruner"
+ATTR_BUDGET = "hpo:trials"
+ATTR_OBJECTIVE = "hpo:objective"
+ATTR_BASE_TRIAL = "hpo:base"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The run settings of a study, as stored with it."""
+
+    spec: StudySpec
+    sampler: str
+    pruner: str
+    budget: int
+
+
+def create_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
+    """Pruners step over epochs (1..epochs) and never stop a trial before ``spec.prune_after``.
+
+    Hyperband needs ``max_resource`` set explicitly (Optuna's "auto" guesses from the first trial).
+    """
+    epochs, first = spec.epochs, spec.prune_after
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r} (choose from {', '.join(PRUNERS)})")
+
+
+def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str, Any]:
+    return {
+        ATTR_SPEC: spec.to_json(),
+        ATTR_SAMPLER: sampler,
+        ATTR_PRUNER: pruner,
+        ATTR_BUDGET: budget,
+        ATTR_OBJECTIVE: spec.objective.model_dump(),
+    }
+
+
+def create_or_join(
+    storage: optuna.storages.BaseStorage,
+    spec: StudySpec,
+    *,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    budget: int | None = None,
+    allow_spec_change: bool = False,
+) -> StudySettings:
+    """Create the study (base hyps enqueued as trial 0) or join it, checking the spec matches."""
+    sampler = sampler or spec.sampler
+    pruner = pruner or spec.pruner
+    if sampler not in SAMPLERS:
+        raise HpoError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})", field="--sampler")
+    if pruner not in PRUNERS:
+        raise HpoError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})", field="--pruner")
+    existing = {s.study_name: s for s in storage.get_all_studies()}
+    if spec.name in existing:
+        stored = load_settings(storage, spec.name)
+        if stored.spec != spec and not allow_spec_change:
+            diff = _first_difference(stored.spec.to_json(), spec.to_json())
+            raise HpoError(
+                f"study {spec.name!r} exists with a different spec ({diff}); use --allow-spec-change "
+                "to replace the stored spec, or give the study a new name", field="--study")
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        new_budget = budget or stored.budget
+        for key, value in _attrs(spec, sampler, pruner, new_budget).items():
+            study.set_user_attr(key, value)
+        return StudySettings(spec, sampler, pruner, new_budget)
+
+    direction = spec.objective.direction
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction,
+                                load_if_exists=True)
+    budget = budget or spec.trials
+    for key, value in _attrs(spec, sampler, pruner, budget).items():
+        study.set_user_attr(key, value)
+    if spec.base_params() and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(spec.base_params(), user_attrs={ATTR_BASE_TRIAL: True})
+    return StudySettings(spec, sampler, pruner, budget)
+
+
+def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySettings:
+    """The stored settings of study ``name``; a one-line error if it is no hpo study."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        hint = f" (studies here: {', '.join(names)})" if names else " (the storage holds no study)"
+        raise HpoError(f"no study named {name!r} in this storage{hint}", field="--study") from None
+    attrs = storage.get_study_user_attrs(study_id)
+    if ATTR_SPEC not in attrs:
+        raise HpoError(f"study {name!r} was not created by hpo (no stored spec)", field="--study")
+    spec = parse_spec(attrs[ATTR_SPEC], source=f"study {name!r} in storage")
+    return StudySettings(spec, attrs.get(ATTR_SAMPLER, spec.sampler), attrs.get(ATTR_PRUNER, spec.pruner),
+                         int(attrs.get(ATTR_BUDGET, spec.trials)))
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+@dataclass(frozen=True)
+class Progress:
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def progress(study: optuna.Study) -> Progress:
+    counts = {state: 0 for state in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return Progress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
+                    counts[TrialState.RUNNING], counts[TrialState.WAITING])
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path or 'spec'}: stored {json.dumps(old)}, given {json.dumps(new)}"

@@ -1,0 +1,270 @@
+"""One trial = one real Ultralytics training, reported to Optuna epoch by epoch.
+
+The runner samples the trial's hyps from the study's search space, trains in the trial's own
+absolute directory (``runs/<study>/trial_NNNN``) fully offline, reports the objective after every
+epoch (step = epoch, 1-based) and stops as soon as the pruner says so. It raises
+:class:`optuna.TrialPruned` for pruned trials and lets every other error propagate, so the worker
+decides what is recorded: the runner never talks to the storage beyond ``trial``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from hpo.objective import METRIC_NAMES, metrics_from_trainer, objective_value
+from hpo.offline import import_ultralytics
+from hpo.retry import ATTR_DIR, ATTR_EPOCH_METRICS, resume_point
+from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, expand_env
+
+
+class StopRequested(Exception):
+    """The worker was asked to stop (SIGTERM/SIGINT): the trial goes back to the study."""
+
+
+class NaNLossError(RuntimeError):
+    """Training loss became NaN/Inf: these hyps diverge, no point in Ultralytics' recovery."""
+
+
+def trial_dir(runs_dir: Path, study_name: str, number: int) -> Path:
+    return (runs_dir / study_name / f"trial_{number:04d}").resolve()
+
+
+def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Ask the trial for every hyp of the search space, in the spec's order."""
+    params: dict[str, Any] = {}
+    for name, p in spec.search_space.items():
+        if isinstance(p, FloatParam):
+            params[name] = trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, IntParam):
+            params[name] = trial.suggest_int(name, p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, CategoricalParam):
+            params[name] = trial.suggest_categorical(name, p.choices)
+    return params
+
+
+def device_defaults(device: str | None) -> dict[str, Any]:
+    """Training arguments that depend on the device, for any spec that does not set them.
+
+    AMP: Ultralytics' AMP check downloads a model, so on CUDA we use bf16 autocast where the GPU
+    supports it (no check needed) and otherwise fp16 AMP with the check bypassed (see
+    :func:`_trust_amp`). On CPU AMP is off.
+    """
+    import torch
+
+    cuda = device not in (None, "cpu") and torch.cuda.is_available()
+    if not cuda:
+        return {"device": "cpu", "amp": False, "workers": 0}
+    cpus = os.cpu_count() or 2
+    per_gpu = max(1, int(os.environ.get("HPO_WORKERS_PER_MACHINE", "1")))
+    return {"device": device, "amp": "bf16" if torch.cuda.is_bf16_supported() else True,
+            "workers": max(1, min(8, cpus // per_gpu))}
+
+
+def _trust_amp() -> None:
+    """Skip Ultralytics' AMP self-test: it downloads yolo26n.pt, which we never do at run time."""
+    import ultralytics.engine.trainer as trainer_module
+
+    trainer_module.check_amp = lambda model: True
+
+
+@dataclass
+class TrialRecord:
+    """What a training produced, whatever its end."""
+
+    epochs: int = 0
+    values: list[float] = field(default_factory=list)
+    epoch_metrics: list[dict[str, float]] = field(default_factory=list)
+    final_metrics: dict[str, float] | None = None
+    train_seconds: float = 0.0
+
+    def best_index(self, direction: str) -> int:
+        """Index of the best epoch (the one Ultralytics-style best.pt keeps for our objective)."""
+        pick = max if direction == "maximize" else min
+        return pick(range(len(self.values)), key=self.values.__getitem__)
+
+    def value(self, direction: str) -> float:
+        """The trial's value: the best epoch's objective, as the trial's best.pt would score."""
+        if not self.values:
+            raise RuntimeError("training ended without a validated epoch")
+        return self.values[self.best_index(direction)]
+
+
+class TrialRunner:
+    """Runs Ultralytics trainings for one study on one device.
+
+    Args:
+        spec: the study's validated spec.
+        runs_dir: root of the trial directories (absolute paths are passed to Ultralytics).
+        device: ``"cpu"``, a CUDA index such as ``"0"``, or None for CPU.
+        stop_event: set by the worker's signal handler; checked after every batch.
+    """
+
+    def __init__(self, spec: StudySpec, *, runs_dir: Path, device: str | None = None,
+                 stop_event: threading.Event | None = None, study_name: str | None = None) -> None:
+        self.spec = spec
+        self.study_name = study_name or spec.name
+        self.runs_dir = Path(runs_dir).resolve()
+        self.device = device
+        self.stop_event = stop_event or threading.Event()
+
+    def train_args(self, params: dict[str, Any], save_dir: Path,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Full Ultralytics arguments: device defaults < study's fixed args < sampled hyps."""
+        args: dict[str, Any] = {"plots": False, "verbose": False, "val": True}
+        args.update(device_defaults(self.device))
+        args.update(self.spec.fixed_args())
+        args.update(params)
+        args.update(overrides or {})
+        args.update({"data": str(self.spec.resolved_data(args.pop("data", None))),
+                     "project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True})
+        weights = self.spec.resolved_weights()
+        if weights is not None:
+            args["pretrained"] = str(weights)
+        return args
+
+    def build_model(self, checkpoint: Path | None = None) -> Any:
+        import_ultralytics()
+        from ultralytics import YOLO
+
+        if checkpoint is not None:
+            return YOLO(str(checkpoint))
+        model = expand_env(self.spec.model)
+        return YOLO(str(Path(model).expanduser().resolve()) if model.endswith(".pt") else model)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest_params(trial, self.spec)
+        save_dir = trial_dir(self.runs_dir, self.study_name, trial.number)
+        resume = resume_point(trial)
+        resume_from = resume[0] if resume else None
+        if resume_from is not None:
+            save_dir = resume_from.parent.parent  # Ultralytics resumes in the checkpoint's own run dir
+        trial.set_user_attr(ATTR_DIR, str(save_dir))
+        record = self.train(params, save_dir, trial=trial, resume_from=resume_from)
+        return record.value(self.spec.objective.direction)
+
+    def train(self, params: dict[str, Any], save_dir: Path, *, trial: optuna.Trial | None = None,
+              overrides: dict[str, Any] | None = None, resume_from: Path | None = None) -> TrialRecord:
+        """Train once; report to ``trial`` (if given) after every epoch and honour its pruner.
+
+        With ``resume_from`` the training continues from that Ultralytics checkpoint, and the
+        epochs it already holds count from the metrics the dead trial reported.
+        """
+        metric = self.spec.objective.metric
+        record = TrialRecord()
+        if resume_from is not None and trial is not None:
+            record.epoch_metrics = list(trial.user_attrs.get(ATTR_EPOCH_METRICS, []))
+            record.values = [objective_value(m, metric) for m in record.epoch_metrics]
+            record.epochs = len(record.values)
+        epoch_done = {"pending": False}
+        stop_event = self.stop_event
+
+        def on_batch_end(trainer_or_validator: Any) -> None:
+            if stop_event.is_set():
+                raise StopRequested("worker asked to stop")
+
+        def on_train_epoch_end(trainer: Any) -> None:
+            if not _finite(trainer.tloss):
+                raise NaNLossError(f"loss is NaN/Inf at epoch {trainer.epoch + 1}")
+            epoch_done["pending"] = True
+
+        def on_fit_epoch_end(trainer: Any) -> None:
+            metrics = metrics_from_trainer(trainer)
+            if not epoch_done["pending"]:  # Ultralytics' final validation of best.pt
+                record.final_metrics = metrics
+                return
+            epoch_done["pending"] = False
+            step = trainer.epoch + 1
+            value = objective_value(metrics, metric)
+            record.epochs = step
+            record.values.append(value)
+            record.epoch_metrics.append(metrics)
+            if trial is not None:
+                trial.report(value, step)
+                # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
+                trial.set_user_attr(ATTR_EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
+                                                         for m in record.epoch_metrics])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {step} ({metric}={value:.5f})")
+
+        def on_pretrain_routine_start(trainer: Any) -> None:
+            # Ultralytics' select_device("cpu") resets torch to min(8, cores - 1) threads, ignoring
+            # the launcher's split of the cores between workers (OMP_NUM_THREADS).
+            threads = os.environ.get("OMP_NUM_THREADS")
+            if trainer.device.type == "cpu" and threads and threads.isdigit():
+                import torch
+
+                torch.set_num_threads(int(threads))
+
+        model = self.build_model(resume_from)
+        for event, fn in (("on_pretrain_routine_start", on_pretrain_routine_start),
+                          ("on_train_batch_end", on_batch_end), ("on_val_batch_end", on_batch_end),
+                          ("on_train_epoch_end", on_train_epoch_end),
+                          ("on_fit_epoch_end", on_fit_epoch_end)):
+            model.add_callback(event, fn)
+        args = self.train_args(params, save_dir, overrides)
+        if resume_from is not None:  # everything else comes from the checkpoint's own arguments
+            args = {"resume": True, "device": args["device"], "workers": args["workers"]}
+        if args.get("amp") is True:
+            _trust_amp()
+        save_dir.mkdir(parents=True, exist_ok=True)
+        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        start = time.perf_counter()
+        try:
+            model.train(**args)
+        finally:
+            record.train_seconds = time.perf_counter() - start
+            _close_loaders(model)
+            if trial is not None:
+                self._record(trial, record, save_dir)
+        return record
+
+    def _record(self, trial: optuna.Trial, record: TrialRecord, save_dir: Path) -> None:
+        trial.set_user_attr("epochs", record.epochs)
+        trial.set_user_attr("train_seconds", round(record.train_seconds, 2))
+        if record.epoch_metrics:
+            best = record.epoch_metrics[record.best_index(self.spec.objective.direction)]
+            for name in METRIC_NAMES:
+                trial.set_user_attr(name, _clean(best.get(name)))
+            trial.set_user_attr("last_epoch_metrics", {k: _clean(v) for k, v in record.epoch_metrics[-1].items()})
+        if record.final_metrics is not None:
+            trial.set_user_attr("final_metrics", {k: _clean(v) for k, v in record.final_metrics.items()})
+        best_pt = save_dir / "weights" / "best.pt"
+        if best_pt.is_file():
+            trial.set_user_attr("weight_bytes", best_pt.stat().st_size)
+        from hpo.artifacts import upload_trial_files
+
+        upload_trial_files(trial, save_dir)  # while the trial still runs: Optuna refuses it later
+
+
+def _finite(losses: Any) -> bool:
+    import torch
+
+    items = losses.values() if isinstance(losses, dict) else [losses]
+    return all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in items if v is not None)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
+
+
+def _close_loaders(model: Any) -> None:
+    """Shut dataloader workers of an aborted training (Ultralytics only does it on success)."""
+    trainer = getattr(model, "trainer", None)
+    for name in ("train_loader", "test_loader"):
+        loader = getattr(trainer, name, None)
+        if loader is not None and hasattr(loader, "close"):
+            try:
+                loader.close()
+            except Exception:
+                pass

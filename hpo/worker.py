@@ -1,0 +1,224 @@
+"""The worker loop: pull trials from the shared study until it has its budget.
+
+Any number of workers, on any number of machines, run this loop against one study. The budget is
+study-wide: a worker starts a trial only while finished (complete + pruned) plus running trials are
+below it, and checks its trial's rank after ``ask()`` so two workers racing for the last slot never
+both train (the loser records its trial as a FAIL marked ``hpo:surplus`` and trains nothing).
+
+We use ask/tell instead of ``study.optimize()`` for that rank check and for failure reasons, so the
+heartbeat is recorded here (Optuna only does it inside ``optimize()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from hpo.retry import ATTR_DIR, ATTR_FAIL_REASON, RequeueTrial
+from hpo.study import FINISHED, StudySettings, best_trial, create_pruner, progress
+from hpo.trial_runner import StopRequested, trial_dir
+
+log = logging.getLogger("hpo.worker")
+
+ATTR_SURPLUS = "hpo:surplus"
+ATTR_WORKER = "hpo:worker"
+DEFAULT_KEEP = 3
+
+
+@dataclass
+class WorkerSummary:
+    trials: dict[str, int] = field(default_factory=lambda: {"complete": 0, "pruned": 0, "fail": 0})
+    stopped: bool = False
+
+
+Objective = Callable[[optuna.Trial], float]
+
+
+class Worker:
+    """Runs trials of one study until its budget of finished trials is reached.
+
+    Args:
+        study: the study, loaded with this worker's sampler and the study's pruner.
+        settings: the study's stored settings (spec, budget).
+        objective: trains one trial; raises :class:`optuna.TrialPruned` when pruned.
+        name: this worker's name, recorded on its trials.
+        runs_dir: root of the trial directories, for the weights keep policy.
+        keep: how many top trials keep their weights (0 keeps everything).
+        poll_seconds: pause while other workers finish the last trials.
+        stop_event: set to stop after the current batch (signal handlers set it).
+    """
+
+    def __init__(self, study: optuna.Study, settings: StudySettings, objective: Objective, *,
+                 name: str = "worker", runs_dir: Path | None = None, keep: int = DEFAULT_KEEP,
+                 poll_seconds: float = 2.0, stop_event: threading.Event | None = None,
+                 requeue: RequeueTrial | None = None) -> None:
+        self.study = study
+        self.settings = settings
+        self.objective = objective
+        self.name = name
+        self.runs_dir = runs_dir
+        self.keep = keep
+        self.poll_seconds = poll_seconds
+        self.stop_event = stop_event or threading.Event()
+        self.requeue = requeue or RequeueTrial()
+
+    @property
+    def budget(self) -> int:
+        return self.settings.budget
+
+    def run(self) -> WorkerSummary:
+        summary = WorkerSummary()
+        with warnings.catch_warnings():
+            # We record heartbeats ourselves (ask/tell), which is what these warnings are about.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            self._loop(summary)
+        summary.stopped = self.stop_event.is_set()
+        return summary
+
+    def _loop(self, summary: WorkerSummary) -> None:
+        while not self.stop_event.is_set():
+            fail_stale_trials(self.study)
+            state = progress(self.study)
+            if state.finished >= self.budget:
+                break
+            if state.finished + state.running >= self.budget:
+                self.stop_event.wait(self.poll_seconds)  # the last trials are being trained elsewhere
+                continue
+            self._run_one(summary)
+
+    def _is_surplus(self, trial: optuna.Trial) -> bool:
+        ahead = [t for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                 if t.number < trial.number]
+        return len(ahead) >= self.budget
+
+    def _run_one(self, summary: WorkerSummary) -> None:
+        trial = self.study.ask()
+        trial.set_user_attr(ATTR_WORKER, self.name)
+        if self._is_surplus(trial):
+            trial.set_user_attr(ATTR_SURPLUS, True)
+            trial.set_user_attr(ATTR_FAIL_REASON, "budget reached by other workers; nothing trained")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+            state, value, handed_back = self._train(trial)
+        try:
+            frozen = self.study.tell(trial, value, state=state, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another process finished it first (it judged our heartbeat stale): its verdict stands.
+            log.warning("[%s] trial %d was already finished elsewhere; result dropped", self.name, trial.number)
+            return
+        summary.trials[state.name.lower()] = summary.trials.get(state.name.lower(), 0) + 1
+        if handed_back:
+            self.requeue(self.study, frozen)  # handed back: the next worker trains these hyps again
+        if log.isEnabledFor(logging.INFO):
+            self._log_trial(trial.number, state, value)
+        if state in FINISHED:
+            self.apply_keep_policy()
+
+    def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | None, bool]:
+        """Train; returns the trial's state, its value, and whether it is handed back for a retry."""
+        try:
+            return TrialState.COMPLETE, self.objective(trial), False
+        except optuna.TrialPruned as exc:
+            _note(trial, "pruned_reason", str(exc) or "pruned")
+            return TrialState.PRUNED, None, False
+        except StopRequested:
+            _note(trial, ATTR_FAIL_REASON, "worker stopped by a signal; trial re-queued")
+            return TrialState.FAIL, None, True
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, the worker goes on
+            _note(trial, ATTR_FAIL_REASON, failure_reason(exc))
+            log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            return TrialState.FAIL, None, False
+
+    def _log_trial(self, number: int, state: TrialState, value: float | None) -> None:
+        best = best_trial(self.study)
+        best_text = f"best {best.value:.5f} (trial {best.number})" if best else "no best yet"
+        value_text = f" value {value:.5f}" if value is not None else ""
+        log.info("[%s] trial %d %s%s; %s", self.name, number, state.name, value_text, best_text)
+
+    def apply_keep_policy(self) -> None:
+        """Delete weights of pruned trials and of complete trials outside the top ``keep``."""
+        if not self.keep or self.runs_dir is None:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        complete.sort(key=lambda t: t.value, reverse=maximize)  # type: ignore[arg-type, return-value]
+        kept = {t.number for t in complete[: self.keep]}
+        for t in trials:
+            drop = t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and t.number not in kept)
+            directory = t.user_attrs.get(ATTR_DIR) or trial_dir(self.runs_dir, self.settings.spec.name, t.number)
+            weights = Path(directory) / "weights"
+            if drop and weights.is_dir():
+                shutil.rmtree(weights, ignore_errors=True)
+
+
+def _note(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Record why a trial ended, unless another process already finished it (then tell says so)."""
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail trials of dead workers, saying why, then run the storage's stale-trial callback.
+
+    Optuna's own version fails them silently; the reason has to be written while the trial is still
+    RUNNING (finished trials are read-only), hence this small twin of it.
+    """
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return
+    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+        try:
+            storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON,
+                                        "worker lost: no heartbeat within the grace period")
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        callback = storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+        if callback is not None:
+            callback(study, storage.get_trial(trial_id))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a trial failed (OOM and NaN spelled out)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"out of memory: {text or name}"[:500]
+    return f"{name}: {text}"[:500] if text else name
+
+
+def install_signal_handlers(stop_event: threading.Event) -> None:
+    """SIGTERM/SIGINT stop the worker after the current batch; a second signal kills it."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop_event.is_set():
+            raise KeyboardInterrupt
+        stop_event.set()
+        log.warning("signal %d: stopping after the current batch", signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def load_worker_study(storage: optuna.storages.BaseStorage, settings: StudySettings,
+                      sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.load_study(study_name=settings.spec.name, storage=storage, sampler=sampler,
+                             pruner=create_pruner(settings.pruner, settings.spec))
+
