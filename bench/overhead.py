@@ -7,6 +7,7 @@ from typing import Any
 from bench.common import fmt_stat, ratios, say, stat
 from bench.context import Context, Section, begin, end
 from bench.synthetic import Load, measure, synthetic_spec_dict
+from hpo.worker import IDLE_POLL_SECONDS
 
 NAME = "overhead"
 TITLE = "1. Orchestration overhead (no training)"
@@ -108,7 +109,8 @@ def run(ctx: Context) -> Section:
         sec.notes.append(
             "Not in the figures: with several workers, the last worker process exited "
             f"{fmt_stat(lags['hpo'], 1)} s after the study had its budget with hpo (its idle workers poll "
-            f"every 2 s while the last trials run elsewhere), {fmt_stat(lags['optuna'], 1)} s with bare Optuna.")
+            f"every {IDLE_POLL_SECONDS:g} s while the last trials run elsewhere), "
+            f"{fmt_stat(lags['optuna'], 1)} s with bare Optuna.")
     sec.table("Seconds per trial (ms), median [min–max] of the repeats",
               ["storage", "workers", "trials × steps", "bare Optuna ms/trial", "hpo ms/trial",
                "hpo / Optuna", "hpo − Optuna (ms/trial)", "start-up Optuna (s)", "start-up hpo (s)",

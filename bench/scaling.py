@@ -7,6 +7,7 @@ from typing import Any
 from bench.common import fmt_stat, ratios, say, stat
 from bench.context import Context, Section, begin, end
 from bench.synthetic import Load, measure, synthetic_spec_dict
+from hpo.worker import IDLE_POLL_SECONDS
 
 NAME = "scaling"
 TITLE = "2. Scaling with parallel workers (PostgreSQL)"
@@ -100,7 +101,7 @@ def run(ctx: Context) -> Section:
         sec.notes.append(
             "Not in the throughput: the last worker process exited "
             f"{fmt_stat(lags['hpo'], 1)} s after the study had its budget with hpo (idle workers poll every "
-            f"2 s), {fmt_stat(lags['optuna'], 1)} s with bare Optuna (multi-worker runs).")
+            f"{IDLE_POLL_SECONDS:g} s), {fmt_stat(lags['optuna'], 1)} s with bare Optuna (multi-worker runs).")
     top = cfg["workers"][-1]
     eff = summary[str(top)]["hpo"]["efficiency"]
     met = None if eff["median"] is None or kind != "postgresql" or top < 16 else eff["median"] >= TARGET

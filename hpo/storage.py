@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import sqlite3
@@ -125,6 +126,18 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    def count_trials(self, study_id: int, *, number_below: int | None = None) -> dict[TrialState, int]:
+        """Trials per state (only those numbered below ``number_below`` if given), in one query.
+
+        The worker loop asks this around every trial; loading every trial with its params, attributes
+        and intermediate values (``get_all_trials``) just to count them made hpo slower than Optuna.
+        """
+        return self._call_with_retry(_count_trials, study_id, number_below)
+
+    def complete_trial_values(self, study_id: int, attr: str) -> list[tuple[int, float, Any]]:
+        """``(number, value, user attribute attr)`` of every COMPLETE trial, in one query."""
+        return self._call_with_retry(_complete_values, study_id, attr)
+
 
 def _retrying(fn: Callable[..., _T]) -> Callable[..., _T]:
     @functools.wraps(fn)
@@ -178,6 +191,39 @@ def _set_trial_state_values(self: RetryingRDBStorage, trial_id: int, state: Tria
 
 _claim_waiting_trial.__name__ = "claim_waiting_trial"
 RetryingRDBStorage.set_trial_state_values = _set_trial_state_values  # type: ignore[method-assign]
+
+
+def _count_trials(storage: RetryingRDBStorage, study_id: int, number_below: int | None) -> dict[TrialState, int]:
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import func, select
+
+    query = (select(models.TrialModel.state, func.count())
+             .where(models.TrialModel.study_id == study_id)
+             .group_by(models.TrialModel.state))
+    if number_below is not None:
+        query = query.where(models.TrialModel.number < number_below)
+    with _create_scoped_session(storage.scoped_session) as session:
+        counts = {state: 0 for state in TrialState}
+        for state, count in session.execute(query):
+            counts[state] = int(count)
+        return counts
+
+
+def _complete_values(storage: RetryingRDBStorage, study_id: int, attr: str) -> list[tuple[int, float, Any]]:
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import select
+
+    trial, value, user_attr = models.TrialModel, models.TrialValueModel, models.TrialUserAttributeModel
+    query = (select(trial.number, value.value, value.value_type, user_attr.value_json)
+             .join(value, (value.trial_id == trial.trial_id) & (value.objective == 0))
+             .outerjoin(user_attr, (user_attr.trial_id == trial.trial_id) & (user_attr.key == attr))
+             .where(trial.study_id == study_id, trial.state == TrialState.COMPLETE))
+    with _create_scoped_session(storage.scoped_session) as session:
+        return [(number, models.TrialValueModel.stored_repr_to_value(stored, value_type),
+                 None if attr_json is None else json.loads(attr_json))
+                for number, stored, value_type, attr_json in session.execute(query)]
 
 
 def open_storage(

@@ -137,10 +137,34 @@ class Progress:
         return self.complete + self.pruned
 
 
-def progress(study: optuna.Study) -> Progress:
+def _backend(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The study's storage itself: Optuna wraps RDB storages in a cache (``_CachedStorage``)."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def count_trials(study: optuna.Study, *, number_below: int | None = None) -> dict[TrialState, int]:
+    """Trials per state, with one counting query where the storage has it (hpo's RDB storage)."""
+    storage = _backend(study)
+    if hasattr(storage, "count_trials"):
+        return storage.count_trials(study._study_id, number_below=number_below)
     counts = {state: 0 for state in TrialState}
     for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
+        if number_below is None or t.number < number_below:
+            counts[t.state] += 1
+    return counts
+
+
+def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, Any]]:
+    """``(number, value, user attribute attr)`` of the COMPLETE trials, without loading whole trials."""
+    storage = _backend(study)
+    if hasattr(storage, "complete_trial_values"):
+        return storage.complete_trial_values(study._study_id, attr)
+    return [(t.number, t.value, t.user_attrs.get(attr))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+
+
+def progress(study: optuna.Study) -> Progress:
+    counts = count_trials(study)
     return Progress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
                     counts[TrialState.RUNNING], counts[TrialState.WAITING])
 

@@ -26,7 +26,8 @@ from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enable
 from optuna.trial import TrialState
 
 from hpo.retry import ATTR_DIR, ATTR_FAIL_REASON, RequeueTrial
-from hpo.study import FINISHED, StudySettings, best_trial, create_pruner, progress
+from hpo.study import (FINISHED, StudySettings, best_trial, complete_values, count_trials, create_pruner,
+                       progress)
 from hpo.trial_runner import StopRequested, trial_dir
 
 log = logging.getLogger("hpo.worker")
@@ -34,6 +35,7 @@ log = logging.getLogger("hpo.worker")
 ATTR_SURPLUS = "hpo:surplus"
 ATTR_WORKER = "hpo:worker"
 DEFAULT_KEEP = 3
+IDLE_POLL_SECONDS = 0.5  # cheap: one counting query and the stale-trial check
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Worker:
 
     def __init__(self, study: optuna.Study, settings: StudySettings, objective: Objective, *,
                  name: str = "worker", runs_dir: Path | None = None, keep: int = DEFAULT_KEEP,
-                 poll_seconds: float = 2.0, stop_event: threading.Event | None = None,
+                 poll_seconds: float = IDLE_POLL_SECONDS, stop_event: threading.Event | None = None,
                  requeue: RequeueTrial | None = None) -> None:
         self.study = study
         self.settings = settings
@@ -99,9 +101,8 @@ class Worker:
             self._run_one(summary)
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
-        ahead = [t for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-                 if t.number < trial.number]
-        return len(ahead) >= self.budget
+        ahead = count_trials(self.study, number_below=trial.number)
+        return sum(ahead[s] for s in (*FINISHED, TrialState.RUNNING)) >= self.budget
 
     def _run_one(self, summary: WorkerSummary) -> None:
         trial = self.study.ask()
@@ -124,7 +125,9 @@ class Worker:
             self.requeue(self.study, frozen)  # handed back: the next worker trains these hyps again
         if log.isEnabledFor(logging.INFO):
             self._log_trial(trial.number, state, value)
-        if state in FINISHED:
+        if state == TrialState.PRUNED:
+            self._drop_weights(trial.number, frozen.user_attrs.get(ATTR_DIR))
+        elif state == TrialState.COMPLETE:
             self.apply_keep_policy()
 
     def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | None, bool]:
@@ -149,20 +152,24 @@ class Worker:
         log.info("[%s] trial %d %s%s; %s", self.name, number, state.name, value_text, best_text)
 
     def apply_keep_policy(self) -> None:
-        """Delete weights of pruned trials and of complete trials outside the top ``keep``."""
+        """Delete the weights of complete trials outside the top ``keep`` (pruned ones go at once).
+
+        Run after each complete trial, from one query of the complete trials' values (not whole trials).
+        """
         if not self.keep or self.runs_dir is None:
             return
-        trials = self.study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        complete = complete_values(self.study, ATTR_DIR)
         maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        complete.sort(key=lambda t: t.value, reverse=maximize)  # type: ignore[arg-type, return-value]
-        kept = {t.number for t in complete[: self.keep]}
-        for t in trials:
-            drop = t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and t.number not in kept)
-            directory = t.user_attrs.get(ATTR_DIR) or trial_dir(self.runs_dir, self.settings.spec.name, t.number)
-            weights = Path(directory) / "weights"
-            if drop and weights.is_dir():
-                shutil.rmtree(weights, ignore_errors=True)
+        complete.sort(key=lambda t: t[1], reverse=maximize)
+        for number, _, directory in complete[self.keep:]:
+            self._drop_weights(number, directory)
+
+    def _drop_weights(self, number: int, directory: str | None) -> None:
+        if not self.keep or self.runs_dir is None:
+            return
+        weights = Path(directory or trial_dir(self.runs_dir, self.settings.spec.name, number)) / "weights"
+        if weights.is_dir():
+            shutil.rmtree(weights, ignore_errors=True)
 
 
 def _note(trial: optuna.Trial, key: str, value: Any) -> None:

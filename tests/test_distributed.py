@@ -284,3 +284,39 @@ def test_queued_trials_are_claimed_once_on_sqlite(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert sorted(claims) == sorted(trial_ids)  # each queued trial went to exactly one claimer
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_counting_queries_match_the_trials(backend: str, request, tmp_path: Path) -> None:
+    """The worker loop counts trials with one query; it must agree with loading every trial."""
+    from hpo.storage import open_storage
+    from hpo.study import complete_values, count_trials
+
+    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")[0]
+    study = optuna.create_study(study_name="c", storage=open_storage(url), direction="maximize")
+    for i, state in enumerate([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE,
+                               TrialState.RUNNING, TrialState.COMPLETE]):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.report(0.1 * i, step=1)
+        if i != 3:
+            trial.set_user_attr("hpo:dir", f"/runs/t{i}")
+        if state == TrialState.COMPLETE:
+            study.tell(trial, float("inf") if i == 5 else 0.5 + i)
+        elif state != TrialState.RUNNING:
+            study.tell(trial, state=state)
+    study.enqueue_trial({"x": 0.5})
+
+    expected_values = [(0, 0.5, "/runs/t0"), (3, 3.5, None), (5, float("inf"), "/runs/t5")]
+    full = study.trials
+
+    def no_full_load(*args, **kwargs):
+        raise AssertionError("counted by loading every trial")
+
+    study.get_trials = no_full_load  # hpo's storage answers with one query each
+    for below in (None, 0, 3, 99):
+        expected = {s: 0 for s in TrialState}
+        for t in full:
+            if below is None or t.number < below:
+                expected[t.state] += 1
+        assert count_trials(study, number_below=below) == expected
+    assert sorted(complete_values(study, "hpo:dir")) == expected_values

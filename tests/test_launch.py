@@ -111,3 +111,24 @@ def test_worker_racing_for_the_last_slot_trains_nothing(toy_data: Path, tmp_path
     worker._run_one(summary=type("S", (), {"trials": {}})())
     surplus = study.trials[-1]
     assert surplus.state == TrialState.FAIL and surplus.user_attrs[ATTR_SURPLUS] is True
+
+
+def test_keep_policy_keeps_the_top_complete_trials_only(toy_data: Path, tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    spec = parse_spec(tiny_spec_dict(toy_data, name="keep", trials=6))
+    settings = create_or_join(storage, spec, sampler="random")
+    study = optuna.load_study(study_name="keep", storage=storage)
+    values = iter([0.3, None, 0.9, 0.1, 0.5, 0.7])  # None: pruned
+
+    def fake_training(trial: optuna.Trial) -> float:  # writes weights as a training would
+        trial.suggest_float("lr0", 1e-5, 1e-1, log=True)
+        (tmp_path / "runs" / "keep" / f"trial_{trial.number:04d}" / "weights").mkdir(parents=True)
+        value = next(values)
+        if value is None:
+            raise optuna.TrialPruned()
+        return value
+
+    Worker(study, settings, fake_training, runs_dir=tmp_path / "runs", keep=2).run()
+    kept = sorted(p.parent.name for p in (tmp_path / "runs" / "keep").glob("trial_*/weights"))
+    best_two = sorted(t.number for t in study.trials if t.value in (0.9, 0.7))
+    assert kept == [f"trial_{n:04d}" for n in best_two]

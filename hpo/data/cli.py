@@ -105,7 +105,8 @@ def prepare(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report.out} ({report.seconds:.1f} s)")
+    print(f"{report.out} ({report.seconds:.1f} s)")  # paths are printed whole: rich would wrap them
+    table = Table()
     header, *rows = report.table()
     for col in header:
         table.add_column(col, justify="right")
@@ -135,7 +136,8 @@ def check(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary.yaml}: OK, {summary.nc} classes")
+    print(f"{summary.yaml}: OK, {summary.nc} classes")  # whole, never wrapped
+    table = Table()
     for col in ["split", "images", "labelled", "backgrounds"]:
         table.add_column(col, justify="right")
     for name in summary.names:
