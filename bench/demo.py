@@ -86,7 +86,7 @@ def warm_label_cache(workdir: Path, data_yaml: Path, threads: int) -> None:
 
 def objective_from_results_csv(path: Path) -> tuple[list[float], list[dict[str, float]]]:
     """Per-epoch fitness (0.1 mAP50 + 0.9 mAP50-95, the demo's objective) from Ultralytics' results.csv."""
-    from hpo.objective import yolov5_fitness
+    from hpo.search.objective import yolov5_fitness
 
     values, rows = [], []
     with open(path, newline="") as f:
@@ -136,7 +136,7 @@ def _plain(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # as `hpo worker` does on CPU
     from hpo.offline import import_ultralytics
     from hpo.spec import parse_spec
-    from hpo.trial_runner import TrialRunner
+    from hpo.search.trial_runner import TrialRunner
 
     import_ultralytics()
     from ultralytics import YOLO

@@ -7,7 +7,7 @@ from typing import Any
 from bench.common import fmt_stat, ratios, say, stat
 from bench.context import Context, Section, begin, end
 from bench.synthetic import Load, measure, synthetic_spec_dict
-from hpo.worker import IDLE_POLL_SECONDS
+from hpo.search.worker import IDLE_POLL_SECONDS
 
 NAME = "overhead"
 TITLE = "1. Orchestration overhead (no training)"
@@ -36,7 +36,7 @@ def run(ctx: Context) -> Section:
         "Same database for both arms, configured alike (WAL SQLite with a 120 s lock timeout / pooled "
         "PostgreSQL with pre-ping; heartbeats every 30 s, grace period 120 s), a fresh database per run. "
         "**hpo**: `hpo.storage.open_storage` (hpo's retrying RDB storage, stale trials re-queued) + "
-        "`create_or_join` + `hpo.worker.Worker` as `hpo worker` builds it (keep policy on a runs folder, "
+        "`create_or_join` + `hpo.search.worker.Worker` as `hpo worker` builds it (keep policy on a runs folder, "
         "study-wide budget, surplus check). **bare Optuna**: Optuna's own `RDBStorage` with the same "
         "engine settings and heartbeat + `optuna.create_study` + `study.optimize(n_trials=budget, "
         "callbacks=[MaxTrialsCallback(budget, (COMPLETE, PRUNED))])`. The ratio therefore includes "

@@ -7,7 +7,7 @@ from typing import Any
 from bench.common import fmt_stat, ratios, say, stat
 from bench.context import Context, Section, begin, end
 from bench.synthetic import Load, measure, synthetic_spec_dict
-from hpo.worker import IDLE_POLL_SECONDS
+from hpo.search.worker import IDLE_POLL_SECONDS
 
 NAME = "scaling"
 TITLE = "2. Scaling with parallel workers (PostgreSQL)"

@@ -10,7 +10,7 @@ storage class differ:
 
 - ``hpo``: the storage is ``hpo.storage.open_storage`` (hpo's retrying RDB storage, stale trials
   re-queued), the study is created with :func:`hpo.study.create_or_join` and every worker runs
-  :class:`hpo.worker.Worker` exactly as ``hpo worker`` builds it (keep policy on a runs folder,
+  :class:`hpo.search.worker.Worker` exactly as ``hpo worker`` builds it (keep policy on a runs folder,
   study-wide budget, surplus check, heartbeats).
 - ``optuna``: the storage is Optuna's own ``RDBStorage`` with the same engine settings and
   heartbeat, the study is created with ``optuna.create_study`` (plus the same enqueued base trial, if
@@ -30,11 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-DEMO_SPACE = {
-    "lr0": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True, "gain": 1.0},
-    "lrf": {"type": "float", "low": 0.01, "high": 1.0, "gain": 1.0},
-    "momentum": {"type": "float", "low": 0.6, "high": 0.98, "gain": 0.3},
-}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_space() -> dict[str, Any]:
+    """The demo study's search space, read from studies/demo.yaml (written once, there)."""
+    import yaml
+
+    return yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())["search_space"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def synthetic_spec_dict(name: str, *, steps: int, trials: int, sampler: str, pru
         "data": "unused-by-synthetic-trials.yaml",
         "train": {"epochs": steps, "optimizer": "SGD"},
         "objective": {"metric": "fitness", "direction": "maximize"},
-        "search_space": DEMO_SPACE,
+        "search_space": demo_space(),
         # No base trial: an enqueued (WAITING) trial can be popped by two workers at once on SQLite
         # (Optuna's WAITING -> RUNNING is not atomic there), which kills a worker of either arm.
         "sampler": sampler,
@@ -63,18 +66,11 @@ def synthetic_spec_dict(name: str, *, steps: int, trials: int, sampler: str, pru
     }
 
 
-def curve_value(params: dict[str, float], step: int) -> float:
-    """A smooth, deterministic learning curve: quality of the hyps times (1 - e^(-step/3))."""
-    lr_term = math.exp(-((math.log10(params["lr0"]) + 2.0) ** 2) / 2.0)
-    momentum_term = max(0.0, 1.0 - 4.0 * (params["momentum"] - 0.9) ** 2)
-    lrf_term = 1.0 - 0.3 * abs(params["lrf"] - 0.2)
-    return 0.9 * lr_term * momentum_term * lrf_term * (1.0 - math.exp(-step / 3.0))
-
-
 def make_objective(spec: Any, load: Load) -> Callable[[Any], float]:
     import optuna
 
-    from hpo.trial_runner import suggest_params
+    from hpo.search.trial_runner import suggest_params
+    from hpo.testing.curves import curve_value
 
     pause = load.seconds / load.steps if load.seconds else 0.0
 
@@ -84,7 +80,7 @@ def make_objective(spec: Any, load: Load) -> Callable[[Any], float]:
         for step in range(1, load.steps + 1):
             if pause:
                 time.sleep(pause)
-            value = curve_value(params, step)
+            value = curve_value(spec, params, step)
             trial.report(value, step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
@@ -139,16 +135,17 @@ def _worker_main(arm: str, url: str, spec_dict: dict[str, Any], budget: int, ind
     try:
         import optuna
 
-        from hpo.samplers import create_sampler, worker_seed
+        from hpo.search.samplers import create_sampler, worker_seed
         from hpo.spec import parse_spec
-        from hpo.study import create_pruner, load_settings
+        from hpo.search.pruners import create_pruner
+        from hpo.study import load_settings
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_arm_storage(arm, url)
         objective_spec = parse_spec(spec_dict)
         objective = make_objective(objective_spec, Load(**load))
         if arm == "hpo":
-            from hpo.worker import DEFAULT_KEEP, Worker, load_worker_study
+            from hpo.search.worker import DEFAULT_KEEP, Worker, load_worker_study
 
             settings = load_settings(storage, objective_spec.name)
             sampler = create_sampler(settings.sampler, settings.spec, worker_seed(seed, index))

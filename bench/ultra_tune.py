@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hpo.offline import import_ultralytics
     from hpo.spec import FloatParam, parse_spec
-    from hpo.trial_runner import TrialRunner
+    from hpo.search.trial_runner import TrialRunner
 
     import_ultralytics()
     from ultralytics import YOLO

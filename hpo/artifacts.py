@@ -1,15 +1,16 @@
 """Trial files in an Optuna artifact store, so the dashboard lists and serves them.
 
-Optuna attaches an artifact to a trial only while the trial runs (SEED_FACTS section 7), so the
-trial runner uploads a trial's ``hyp.yaml`` and ``results.csv`` in the ``finally`` block that records
+Optuna attaches an artifact to a trial only while the trial runs (finished trials are read-only), so
+the trial runner uploads a trial's ``hyp.yaml`` and ``results.csv`` in the ``finally`` block that records
 its metrics, before the worker tells the study. Final models (``hpo retrain``) have no trial of their
 own: their weights, hyps and metrics are attached to the study.
 
 Where the store lives, first match wins: ``--artifacts DIR``; ``$HPO_ARTIFACTS``; ``artifacts/`` next
 to an SQLite database (``storage/artifacts`` for the default ``storage/hpo.db``); ``storage/artifacts``
 under the working directory for server databases (point every machine at one shared folder).
-``HPO_ARTIFACTS=off`` turns uploads off. Commands resolve the folder once and put it in the
-environment (:func:`activate`), which is how worker subprocesses learn it.
+``HPO_ARTIFACTS=off`` turns uploads off. Commands resolve the folder once (:func:`resolve_dir`) and
+hand it on explicitly: to the trial runner and the retrainer, and as ``--artifacts`` to the workers
+``hpo launch`` starts.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from sqlalchemy.engine import make_url
 
+from hpo import attrs
+
 log = logging.getLogger("hpo.artifacts")
 
 ENV_VAR = "HPO_ARTIFACTS"
 OFF = frozenset({"off", "none", "no", "0", "false"})
 DEFAULT_DIR = Path("storage") / "artifacts"
 TRIAL_FILES = ("hyp.yaml", "results.csv")
-ATTR_UPLOAD_ERROR = "hpo:artifact_error"
 
 # Text types the dashboard can preview in the browser instead of offering a download.
 _MIMETYPES = {".yaml": "text/plain", ".yml": "text/plain", ".csv": "text/csv", ".json": "application/json",
@@ -54,22 +56,9 @@ def resolve_dir(explicit: str | Path | None = None, storage_url: str | None = No
     return DEFAULT_DIR.resolve()
 
 
-def activate(path: Path | None) -> None:
-    """Make ``path`` the artifact folder of this process and of every worker it starts."""
-    os.environ[ENV_VAR] = str(path) if path is not None else "off"
-
-
 def open_store(path: Path) -> FileSystemArtifactStore:
     path.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(base_path=path)
-
-
-def active_store() -> FileSystemArtifactStore | None:
-    """The store a command activated; None if none did (library use, in-memory studies) or it is off."""
-    raw = os.environ.get(ENV_VAR)
-    if not raw or raw.strip().lower() in OFF:
-        return None
-    return open_store(Path(raw))
 
 
 def upload(store: FileSystemArtifactStore, target: Target, path: Path, *, name: str | None = None) -> str:
@@ -89,20 +78,25 @@ def upload(store: FileSystemArtifactStore, target: Target, path: Path, *, name: 
         return upload_artifact(artifact_store=store, file_path=str(alias), study_or_trial=target, mimetype=mimetype)
 
 
-def upload_trial_files(trial: optuna.Trial, save_dir: Path) -> list[str]:
+def as_cli_value(path: Path | None) -> str:
+    """``--artifacts`` for a worker process: the folder, or ``off``."""
+    return str(path) if path is not None else "off"
+
+
+def upload_trial_files(trial: optuna.Trial, save_dir: Path, artifact_dir: Path | None) -> list[str]:
     """Attach a running trial's hyp.yaml and results.csv; a failed upload never fails the trial."""
     ids: list[str] = []
+    if artifact_dir is None:
+        return ids
     try:
-        store = active_store()
-        if store is None:
-            return ids
+        store = open_store(artifact_dir)
         for name in TRIAL_FILES:
             path = Path(save_dir) / name
             if path.is_file():
                 ids.append(upload(store, trial, path))
     except Exception as exc:  # noqa: BLE001 - a full disk must not cost the training
         log.warning("trial %d: artifact upload failed: %s", trial.number, exc)
-        trial.set_user_attr(ATTR_UPLOAD_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+        trial.set_user_attr(attrs.ARTIFACT_ERROR, f"{type(exc).__name__}: {exc}"[:300])
     return ids
 
 

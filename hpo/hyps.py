@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-# YOLOv5 hyps that have no Ultralytics counterpart (SEED_FACTS section 6): passing one to
+# YOLOv5 hyps that have no Ultralytics counterpart (its loss is anchor-free, without objectness): passing one to
 # Ultralytics is an error, so a study naming one is rejected with this explanation.
 YOLOV5_ONLY: dict[str, str] = {
     "obj": "YOLOv5's objectness loss gain; Ultralytics detection is anchor-free and has no objectness loss",
@@ -31,7 +31,7 @@ RESCALED = {
     "cls_pw": "cls_pw means class-frequency weighting power in Ultralytics, not YOLOv5's BCE positive weight",
 }
 
-# YOLOv5 v7.0 evolve table: name -> (gain, low, high) (SEED_FACTS section 4).
+# YOLOv5 v7.0 evolve table (``meta`` in YOLOv5's train.py): name -> (gain, low, high).
 YOLOV5_META: dict[str, tuple[float, float, float]] = {
     "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98),
     "weight_decay": (1, 0.0, 0.001), "warmup_epochs": (1, 0.0, 5.0),

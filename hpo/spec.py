@@ -22,10 +22,11 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from hpo import hyps
 from hpo.errors import HpoError
+from hpo.optuna_compat import contains
+from hpo.search.pruners import PRUNERS
+from hpo.search.samplers import SAMPLERS
 
-SAMPLERS = ("ga", "tpe", "cmaes", "nsga2", "gp", "random")
-PRUNERS = ("hyperband", "median", "sha", "none")
-METRICS = ("fitness", "map75", "map50", "map50-95")
+
 
 _ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -108,7 +109,9 @@ class CategoricalParam(_Strict):
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
-class Objective(_Strict):
+class ObjectiveSpec(_Strict):
+    """What a trial's value is: one metric of its best epoch, and which way is better."""
+
     metric: Literal["fitness", "map75", "map50", "map50-95"] = "fitness"
     direction: Literal["maximize", "minimize"] = "maximize"
 
@@ -143,13 +146,13 @@ class StudySpec(_Strict):
     weights: str | None = Field(default=None, description="local pretrained .pt loaded into the model")
     data: str
     train: dict[str, Any] = Field(default_factory=dict)
-    objective: Objective = Objective()
+    objective: ObjectiveSpec = ObjectiveSpec()
     search_space: dict[str, Param] = Field(min_length=1)
     base: dict[str, Any] = Field(default_factory=dict)
     base_from: str | None = Field(default=None, description="a YOLOv5 hyp.yaml whose values start `base`")
     base_import: BaseImport | None = None
-    sampler: Literal["ga", "tpe", "cmaes", "nsga2", "gp", "random"] = "tpe"
-    pruner: Literal["hyperband", "median", "sha", "none"] = "hyperband"
+    sampler: str = Field(default="tpe", description="default sampler (a name of hpo.search.samplers.SAMPLERS)")
+    pruner: str = Field(default="hyperband", description="default pruner (a name of hpo.search.pruners.PRUNERS)")
     prune_after: int = Field(default=1, gt=0, description="epochs every trial trains before it may be pruned")
     trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
     retrain: Retrain = Retrain()
@@ -181,6 +184,14 @@ class StudySpec(_Strict):
                                    "dropped": found.dropped, "yolov5": found.original}
         return data
 
+    @field_validator("sampler", "pruner")
+    @classmethod
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        registry = SAMPLERS if info.field_name == "sampler" else PRUNERS
+        if name not in registry:
+            raise ValueError(f"unknown {info.field_name} {name!r} (choose from {', '.join(registry)})")
+        return name
+
     @field_validator("search_space", "train")
     @classmethod
     def _known_args(cls, named: dict[str, Any]) -> dict[str, Any]:
@@ -196,10 +207,10 @@ class StudySpec(_Strict):
             if name in self.search_space:
                 dist = self.search_space[name].distribution()
                 try:
-                    internal = dist.to_internal_repr(value)
+                    dist.to_internal_repr(value)
                 except Exception:
                     raise ValueError(f"base.{name}: {value!r} is not a valid value of the search space")
-                if not dist._contains(internal):
+                if not contains(dist, value):
                     origin = (f" (from base_from {self.base_import.source})"
                               if self.base_import and name in self.base_import.imported else "")
                     raise ValueError(f"base.{name}: {value!r} lies outside the search space{origin}")
@@ -235,6 +246,28 @@ class StudySpec(_Strict):
         fixed.update(self.train)
         return fixed
 
+    def training_args(self, params: dict[str, Any] | None = None,
+                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The Ultralytics training arguments of one run: what ``yolo train cfg=`` needs.
+
+        Model, data (resolved), pretrained weights, the study's fixed arguments, then ``params``
+        (the tuned hyps), then ``overrides`` (e.g. a retrain's data and epochs). The one place these
+        are assembled: trials, retrains and exports all train exactly what this says.
+        """
+        chosen: dict[str, Any] = {**self.fixed_args(), **(params or {}), **(overrides or {})}
+        args: dict[str, Any] = {"model": self.resolved_model(),
+                                "data": str(self.resolved_data(chosen.pop("data", None)))}
+        weights = self.resolved_weights()
+        if weights is not None:
+            args["pretrained"] = str(weights)
+        args.update(chosen)
+        return args
+
+    def resolved_model(self) -> str:
+        """A model yaml name as given (Ultralytics resolves it), a local ``.pt`` as an absolute path."""
+        model = expand_env(self.model)
+        return str(Path(model).expanduser().resolve()) if model.endswith(".pt") else model
+
     @property
     def epochs(self) -> int:
         return int(self.train.get("epochs", hyps.ultralytics_defaults()["epochs"]))
@@ -261,10 +294,9 @@ class StudySpec(_Strict):
                 "from the Ultralytics release assets, copied by hand; nothing is downloaded), set the "
                 "environment variable the path names, or set `weights: null` to train from scratch",
                 path=source, field="weights")
-        if self.model.endswith(".pt"):
-            model = Path(expand_env(self.model)).expanduser()
-            if not model.is_file():
-                raise HpoError(f"model checkpoint {model} not found", path=source, field="model")
+        model = self.resolved_model()
+        if model.endswith(".pt") and not Path(model).is_file():
+            raise HpoError(f"model checkpoint {model} not found", path=source, field="model")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hpo.errors import HpoError
+from hpo.optuna_compat import rdb_models, rdb_session
 
 DEFAULT_SQLITE = Path("storage") / "hpo.db"
 ENV_VAR = "HPO_STORAGE"
@@ -169,13 +170,10 @@ def _claim_waiting_trial(storage: RetryingRDBStorage, trial_id: int) -> bool:
     could both take the base trial (or a retry) and train it twice. A single UPDATE guarded by the
     state is atomic on every backend; the loser gets False and asks for another trial.
     """
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(storage.scoped_session) as session:
+    with rdb_session(storage) as session:
         result = session.execute(
-            sa_update(models.TrialModel)
-            .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+            sa_update(rdb_models.TrialModel)
+            .where(rdb_models.TrialModel.trial_id == trial_id, rdb_models.TrialModel.state == TrialState.WAITING)
             .values(state=TrialState.RUNNING, datetime_start=datetime.now())
             .execution_options(synchronize_session=False)
         )
@@ -194,16 +192,14 @@ RetryingRDBStorage.set_trial_state_values = _set_trial_state_values  # type: ign
 
 
 def _count_trials(storage: RetryingRDBStorage, study_id: int, number_below: int | None) -> dict[TrialState, int]:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
     from sqlalchemy import func, select
 
-    query = (select(models.TrialModel.state, func.count())
-             .where(models.TrialModel.study_id == study_id)
-             .group_by(models.TrialModel.state))
+    query = (select(rdb_models.TrialModel.state, func.count())
+             .where(rdb_models.TrialModel.study_id == study_id)
+             .group_by(rdb_models.TrialModel.state))
     if number_below is not None:
-        query = query.where(models.TrialModel.number < number_below)
-    with _create_scoped_session(storage.scoped_session) as session:
+        query = query.where(rdb_models.TrialModel.number < number_below)
+    with rdb_session(storage) as session:
         counts = {state: 0 for state in TrialState}
         for state, count in session.execute(query):
             counts[state] = int(count)
@@ -211,17 +207,15 @@ def _count_trials(storage: RetryingRDBStorage, study_id: int, number_below: int 
 
 
 def _complete_values(storage: RetryingRDBStorage, study_id: int, attr: str) -> list[tuple[int, float, Any]]:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
     from sqlalchemy import select
 
-    trial, value, user_attr = models.TrialModel, models.TrialValueModel, models.TrialUserAttributeModel
+    trial, value, user_attr = rdb_models.TrialModel, rdb_models.TrialValueModel, rdb_models.TrialUserAttributeModel
     query = (select(trial.number, value.value, value.value_type, user_attr.value_json)
              .join(value, (value.trial_id == trial.trial_id) & (value.objective == 0))
              .outerjoin(user_attr, (user_attr.trial_id == trial.trial_id) & (user_attr.key == attr))
              .where(trial.study_id == study_id, trial.state == TrialState.COMPLETE))
-    with _create_scoped_session(storage.scoped_session) as session:
-        return [(number, models.TrialValueModel.stored_repr_to_value(stored, value_type),
+    with rdb_session(storage) as session:
+        return [(number, rdb_models.TrialValueModel.stored_repr_to_value(stored, value_type),
                  None if attr_json is None else json.loads(attr_json))
                 for number, stored, value_type, attr_json in session.execute(query)]
 
@@ -231,17 +225,13 @@ def open_storage(
     *,
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
     grace_period: int | None = DEFAULT_GRACE_PERIOD,
-    stale_trial_callback: Any = "requeue",
+    stale_trial_callback: Any = None,
 ) -> optuna.storages.RDBStorage:
     """Open (and create if needed) the study database behind ``url``.
 
-    Trials of dead workers are failed after ``grace_period`` and, by default, re-queued with the
-    same params (:class:`hpo.retry.RequeueTrial`).
+    Trials of dead workers are failed after ``grace_period``; workers re-queue them with the same
+    params (:class:`hpo.search.retry.RequeueTrial`, given here or to the worker).
     """
-    if stale_trial_callback == "requeue":
-        from hpo.retry import RequeueTrial
-
-        stale_trial_callback = RequeueTrial()
     url = resolve_url(url)
     try:
         kwargs = engine_kwargs_for(url)

@@ -14,15 +14,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo import attrs, optuna_compat
 from hpo.errors import HpoError
-from hpo.spec import PRUNERS, SAMPLERS, StudySpec, parse_spec
+from hpo.search.pruners import PRUNERS
+from hpo.search.samplers import SAMPLERS
+from hpo.spec import StudySpec, parse_spec
 
-ATTR_SPEC = "hpo:spec"
-ATTR_SAMPLER = "hpo:sampler"
-ATTR_PRUNER = "hpo:pruner"
-ATTR_BUDGET = "hpo:trials"
-ATTR_OBJECTIVE = "hpo:objective"
-ATTR_BASE_TRIAL = "hpo:base"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -36,30 +33,13 @@ class StudySettings:
     budget: int
 
 
-def create_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Pruners step over epochs (1..epochs) and never stop a trial before ``spec.prune_after``.
-
-    Hyperband needs ``max_resource`` set explicitly (Optuna's "auto" guesses from the first trial).
-    """
-    epochs, first = spec.epochs, spec.prune_after
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=epochs, reduction_factor=3)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r} (choose from {', '.join(PRUNERS)})")
-
-
 def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str, Any]:
     return {
-        ATTR_SPEC: spec.to_json(),
-        ATTR_SAMPLER: sampler,
-        ATTR_PRUNER: pruner,
-        ATTR_BUDGET: budget,
-        ATTR_OBJECTIVE: spec.objective.model_dump(),
+        attrs.STUDY_SPEC: spec.to_json(),
+        attrs.STUDY_SAMPLER: sampler,
+        attrs.STUDY_PRUNER: pruner,
+        attrs.STUDY_BUDGET: budget,
+        attrs.STUDY_OBJECTIVE: spec.objective.model_dump(),
     }
 
 
@@ -100,7 +80,7 @@ def create_or_join(
     for key, value in _attrs(spec, sampler, pruner, budget).items():
         study.set_user_attr(key, value)
     if spec.base_params() and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(spec.base_params(), user_attrs={ATTR_BASE_TRIAL: True})
+        study.enqueue_trial(spec.base_params(), user_attrs={attrs.BASE_TRIAL: True})
     return StudySettings(spec, sampler, pruner, budget)
 
 
@@ -112,12 +92,12 @@ def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySetti
         names = sorted(s.study_name for s in storage.get_all_studies())
         hint = f" (studies here: {', '.join(names)})" if names else " (the storage holds no study)"
         raise HpoError(f"no study named {name!r} in this storage{hint}", field="--study") from None
-    attrs = storage.get_study_user_attrs(study_id)
-    if ATTR_SPEC not in attrs:
+    stored = storage.get_study_user_attrs(study_id)
+    if attrs.STUDY_SPEC not in stored:
         raise HpoError(f"study {name!r} was not created by hpo (no stored spec)", field="--study")
-    spec = parse_spec(attrs[ATTR_SPEC], source=f"study {name!r} in storage")
-    return StudySettings(spec, attrs.get(ATTR_SAMPLER, spec.sampler), attrs.get(ATTR_PRUNER, spec.pruner),
-                         int(attrs.get(ATTR_BUDGET, spec.trials)))
+    spec = parse_spec(stored[attrs.STUDY_SPEC], source=f"study {name!r} in storage")
+    return StudySettings(spec, stored.get(attrs.STUDY_SAMPLER, spec.sampler),
+                         stored.get(attrs.STUDY_PRUNER, spec.pruner), int(stored.get(attrs.STUDY_BUDGET, spec.trials)))
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -125,7 +105,9 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Progress:
+class StudyProgress:
+    """Trials of a study per state."""
+
     complete: int
     pruned: int
     failed: int
@@ -137,16 +119,11 @@ class Progress:
         return self.complete + self.pruned
 
 
-def _backend(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The study's storage itself: Optuna wraps RDB storages in a cache (``_CachedStorage``)."""
-    return getattr(study._storage, "_backend", study._storage)
-
-
 def count_trials(study: optuna.Study, *, number_below: int | None = None) -> dict[TrialState, int]:
     """Trials per state, with one counting query where the storage has it (hpo's RDB storage)."""
-    storage = _backend(study)
+    storage = optuna_compat.backend_of(study)
     if hasattr(storage, "count_trials"):
-        return storage.count_trials(study._study_id, number_below=number_below)
+        return storage.count_trials(optuna_compat.study_id(study), number_below=number_below)
     counts = {state: 0 for state in TrialState}
     for t in study.get_trials(deepcopy=False):
         if number_below is None or t.number < number_below:
@@ -156,16 +133,16 @@ def count_trials(study: optuna.Study, *, number_below: int | None = None) -> dic
 
 def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, Any]]:
     """``(number, value, user attribute attr)`` of the COMPLETE trials, without loading whole trials."""
-    storage = _backend(study)
+    storage = optuna_compat.backend_of(study)
     if hasattr(storage, "complete_trial_values"):
-        return storage.complete_trial_values(study._study_id, attr)
+        return storage.complete_trial_values(optuna_compat.study_id(study), attr)
     return [(t.number, t.value, t.user_attrs.get(attr))
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
 
 
-def progress(study: optuna.Study) -> Progress:
+def progress(study: optuna.Study) -> StudyProgress:
     counts = count_trials(study)
-    return Progress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
+    return StudyProgress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
                     counts[TrialState.RUNNING], counts[TrialState.WAITING])
 
 

@@ -1,6 +1,6 @@
 """YOLOv5 hyp files, both ways: a study may start from one, and hands its result back as one.
 
-The two engines share most hyp names but not all meanings (SEED_FACTS section 6): YOLOv5-only keys
+The two engines share most hyp names but not all meanings (Ultralytics 8.x against YOLOv5 v6/v7): YOLOv5-only keys
 (``obj``, ``anchor_t``...) do not exist in Ultralytics, and ``box``/``cls``/``cls_pw`` are on another
 scale there. Neither direction drops such a key silently: an import lists what it left out and why,
 an export fills YOLOv5-only keys from the imported file (else YOLOv5's defaults) and says so.

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+#: The demo study (studies/demo.yaml): its search space and base are the tests' too, written once.
+DEMO = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,7 +64,7 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_spec_dict(data: Path, *, name: str = "tiny", epochs: int = 2, trials: int = 3,
                    sampler: str = "ga", pruner: str = "none") -> dict:
-    """The demo's search, shrunk to a few seconds per trial."""
+    """The demo's search (space and base hyps from studies/demo.yaml), shrunk to seconds per trial."""
     return {
         "name": name,
         "model": "yolov5n-p6.yaml",
@@ -70,12 +72,8 @@ def tiny_spec_dict(data: Path, *, name: str = "tiny", epochs: int = 2, trials: i
         "train": {"epochs": epochs, "imgsz": 64, "batch": 8, "nbs": 8, "optimizer": "SGD",
                   "cos_lr": True, "warmup_epochs": 0, "close_mosaic": 0, "seed": 0},
         "objective": {"metric": "fitness", "direction": "maximize"},
-        "search_space": {
-            "lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True, "gain": 1.0},
-            "lrf": {"type": "float", "low": 0.01, "high": 1.0},
-            "momentum": {"type": "float", "low": 0.6, "high": 0.98, "gain": 0.3},
-        },
-        "base": {"lr0": 0.01, "lrf": 0.1, "momentum": 0.937},
+        "search_space": DEMO["search_space"],
+        "base": DEMO["base"],
         "sampler": sampler,
         "pruner": pruner,
         "trials": trials,

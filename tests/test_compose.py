@@ -8,7 +8,7 @@ import subprocess
 import yaml
 
 from hpo.cli import main
-from hpo.launch import plan_workers
+from hpo.search.launch import plan_workers
 
 from conftest import REPO
 

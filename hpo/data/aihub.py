@@ -35,7 +35,7 @@ def folder_name(kind: str, animal: str) -> str:
     return ZIP_NAMES[(kind, animal)][: -len(".zip")]
 
 
-# Box-count buckets used for stratification (SEED_FACTS section 2): (label, lowest count).
+# Box-count buckets of the contest's multilabel-stratified split: (label, lowest count).
 _BUCKETS: dict[str, tuple[tuple[str, int], ...]] = {
     "cow": (("<4", 0), ("4-5", 4), (">=6", 6)),
     "pig": (("<8", 0), ("8-12", 8), (">=13", 13)),
@@ -56,7 +56,7 @@ def bucket(animal: str, boxes: int) -> str:
     return f"{animal} {chosen}"
 
 
-# Real per-class statistics the twin reproduces (SEED_FACTS section 1).
+# Real per-class statistics of the AI Hub bbox data (16,455 images), which the twin reproduces.
 #: Images per box count. Cow: the published histogram (three images without a box; 10-11 split
 #: 12/5). Pig: "mostly 8-12", shaped to the published bucket totals (506 / 2749 / 1048) and about
 #: 46k boxes.

@@ -31,8 +31,8 @@ from hpo.data import aihub, jpeg
 from hpo.data.convert import Label, LabelError, parse_label
 from hpo.data.fsutil import (check_replaceable, discard, link, link_within, swap_in,
                               temp_dir)
-from hpo.data.progress import progress as progress_bar
-from hpo.data.report import SPLITS, PrepareReport
+from hpo.data.progress import ProgressBar
+from hpo.data.split_report import SPLITS, PrepareReport
 from hpo.data.sources import Source, scan
 from hpo.data.split import EXTRA_BINS, EXTRA_KINDS, Item, assign_folds
 from hpo.errors import HpoError
@@ -127,7 +127,7 @@ def prepare(raw: Path, out: Path, *, folds: int = 5, valid_fold: int = 4, seed: 
                 zips[src.zip] = zipfile.ZipFile(src.zip)
             return zips[src.zip].read(src.member)
 
-        with progress_bar(progress, len(inv.pairs), "reading") as advance:
+        with ProgressBar(progress, len(inv.pairs), "reading") as advance:
             for stem in sorted(inv.pairs):
                 advance()
                 pair = inv.pairs[stem]
@@ -231,7 +231,7 @@ def _write_files(tmp: Path, records: list[_Record], members: dict[str, np.ndarra
         os.makedirs(os.path.join(labels, split), exist_ok=True)
     full_images, full_labels = os.path.join(images, "full"), os.path.join(labels, "full")
     total = sum(int(m.sum()) for m in members.values())
-    with progress_bar(progress, total, "linking") as advance:
+    with ProgressBar(progress, total, "linking") as advance:
         for r in records:
             with open(os.path.join(full_labels, f"{r.stem}.txt"), "w") as f:
                 f.write(r.label.yolo_lines())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-class progress:
-    """``with progress(enabled, total, label) as advance: ... advance()``."""
+class ProgressBar:
+    """``with ProgressBar(enabled, total, label) as advance: ... advance()``."""
 
     def __init__(self, enabled: bool, total: int, label: str):
         self.enabled, self.total, self.label = enabled, total, label

@@ -30,7 +30,7 @@ import numpy as np
 
 from hpo.data import aihub
 from hpo.data.fsutil import check_replaceable, discard, swap_in, temp_dir
-from hpo.data.progress import progress as progress_bar
+from hpo.data.progress import ProgressBar
 from hpo.errors import HpoError
 
 #: Written last into OUT; lets a later run replace what this one wrote.
@@ -372,7 +372,7 @@ def generate(out: Path, *, cows: int = aihub.REAL_COUNTS["cow"],
         if zip:
             zips = {k: zipfile.ZipFile(tmp / name, "w") for k, name in aihub.ZIP_NAMES.items()}
         outside = 0
-        with progress_bar(progress, len(tasks), "synth") as advance:
+        with ProgressBar(progress, len(tasks), "synth") as advance:
             results = _run(tasks, workers or os.cpu_count() or 1)
             for spec, (jpg, text, n_out) in builtins.zip(specs, results):
                 outside += n_out

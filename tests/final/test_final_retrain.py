@@ -10,26 +10,28 @@ import pytest
 import yaml
 
 from hpo.artifacts import artifact_names
-from hpo.retrain import (ATTR_FINAL, WEIGHT_LIMIT_BYTES, FinalModel, RetrainPlan, Retrainer, spearman,
-                         summary_lines, top_trials)
+from hpo.attrs import STUDY_FINAL as ATTR_FINAL
+from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel
+from hpo.final.record import summary_lines
+from hpo.final.retrain import RetrainPlan, Retrainer, spearman, top_trials
 from hpo.spec import parse_spec
 from hpo.study import StudySettings
 
 from conftest import tiny_spec_dict
-from final_support import NAME, FinishedStudy, Retrained
+from final_support import NAME, RETRAIN_EPOCHS, FinishedStudy, Retrained
 
 
 def test_retrain_top2_records_full_set_results(fin: FinishedStudy, done: Retrained) -> None:
     record = done.record
     print(f"launch {fin.launch_seconds:.1f} s, retrain of 2 models {done.seconds:.1f} s")
-    assert record["top_k"] == 2 and record["epochs"] == 2  # --epochs beats the spec's retrain.epochs (3)
+    assert record["top_k"] == 2 and record["epochs"] == RETRAIN_EPOCHS  # --epochs beats the spec's retrain.epochs
     assert record["data"] == str(fin.full_data) and record["overrides"]["cos_lr"] is False
     study = fin.study()
     expected = [t.number for t in top_trials(study, 2)]
     models = record["models"]
     assert [m["trial"] for m in models] == expected and [m["mini_rank"] for m in models] == [1, 2]
     for m in models:
-        assert m["error"] is None and m["epochs"] == 2
+        assert m["error"] is None and m["epochs"] == RETRAIN_EPOCHS
         assert set(m["metrics"]) >= {"precision", "recall", "map50", "map75", "map50-95", "fitness"}
         assert m["full_value"] == m["metrics"]["fitness"]
         assert m["mini_value"] == study.trials[m["trial"]].value
@@ -53,20 +55,20 @@ def test_retrain_top2_records_full_set_results(fin: FinishedStudy, done: Retrain
         d = final / f"trial_{m['trial']:04d}"
         assert yaml.safe_load((d / "hyp.yaml").read_text()) == m["params"]
         assert json.loads((d / "metrics.json").read_text())["fingerprint"] == m["fingerprint"]
-        assert len((d / "results.csv").read_text().strip().splitlines()) == 1 + 2  # header + 2 epochs
+        assert len((d / "results.csv").read_text().strip().splitlines()) == 1 + RETRAIN_EPOCHS  # header + one line per epoch
         assert Path(m["weights"]) == d / "weights" / "best.pt"
     assert (final / "best.pt").read_bytes() == Path(winner["weights"]).read_bytes()
     assert json.loads((final / "metrics.json").read_text())["winner"] == record["winner"]
     config = yaml.safe_load((final / "hyp.yaml").read_text())
-    assert config["data"] == str(fin.full_data) and config["epochs"] == 2 and config["cos_lr"] is False
+    assert config["data"] == str(fin.full_data) and config["epochs"] == RETRAIN_EPOCHS and config["cos_lr"] is False
 
-    # The weights are what was trained: the full data, 2 epochs, the winner's hyps, fp16.
+    # The weights are what was trained: the full data, its epochs, the winner's hyps, fp16.
     import torch
     from ultralytics.utils.patches import torch_load
 
     ckpt = torch_load(final / "best.pt", map_location="cpu")
     assert ckpt["optimizer"] is None and next(ckpt["model"].parameters()).dtype == torch.float16
-    assert ckpt["train_args"]["data"] == str(fin.full_data) and ckpt["train_args"]["epochs"] == 2
+    assert ckpt["train_args"]["data"] == str(fin.full_data) and ckpt["train_args"]["epochs"] == RETRAIN_EPOCHS
     assert ckpt["train_args"]["lr0"] == winner["params"]["lr0"]
 
     # Weights, hyps and metrics of each final model are study artifacts the dashboard serves.
@@ -79,11 +81,14 @@ def test_retrain_top2_records_full_set_results(fin: FinishedStudy, done: Retrain
 
 def test_retrain_again_reuses_models_and_reports_spearman(fin: FinishedStudy, done: Retrained) -> None:
     """K=3 reuses the two models already trained with the same settings and trains one more."""
-    proc = fin.hpo("retrain", "--study", NAME, "--storage", fin.url, "--top-k", "3", "--epochs", "2",
+    proc = fin.hpo("retrain", "--study", NAME, "--storage", fin.url, "--top-k", "3", "--epochs", str(RETRAIN_EPOCHS),
                    "--device", "cpu")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert proc.stderr.count("reusing the model trained with the same settings") == 2
-    assert "Spearman rank correlation mini vs full" in proc.stdout  # K >= 3: says how well mini predicted full
+    record = fin.study().user_attrs[ATTR_FINAL]
+    # K >= 3: says how well mini predicted full, with the coefficient computed from distinct values
+    assert record["spearman"] is not None, record
+    assert f"Spearman rank correlation mini vs full over 3 models: {record['spearman']:+.3f}" in proc.stdout
     assert "final models" in proc.stdout and "winner on the full set: trial" in proc.stdout
     record = fin.study().user_attrs[ATTR_FINAL]
     assert [m["reused"] for m in record["models"]] == [True, True, False]
@@ -91,6 +96,14 @@ def test_retrain_again_reuses_models_and_reports_spearman(fin: FinishedStudy, do
     # the model files of the first run are untouched
     first = done.record["models"][0]
     assert record["models"][0]["weights"] == first["weights"] and Path(first["weights"]).is_file()
+
+
+def test_the_shared_study_scores_apart(fin: FinishedStudy, done: Retrained) -> None:
+    """Ranking code must see distinct values, not only ties at 0 (from-scratch noise)."""
+    values = [t.value for t in fin.study().trials if t.value is not None]
+    assert len(values) == 3 and len(set(values)) >= 2 and max(values) > 0, values
+    full = [m["full_value"] for m in done.record["models"]]
+    assert len(set(full)) == len(full) and max(full) > 0, full
 
 
 def test_retrain_user_errors_are_one_line(fin: FinishedStudy) -> None:

@@ -14,7 +14,7 @@ from hpo.storage import open_storage
 from hpo.study import create_or_join
 
 from conftest import hpo_cmd, tiny_spec_dict
-from final_support import NAME, FinishedStudy, Retrained
+from final_support import NAME, RETRAIN_EPOCHS, FinishedStudy, Retrained
 
 # YOLOv5 v7.0 data/hyps/hyp.scratch-low.yaml, the keys its train.py reads (written out here on
 # purpose, not taken from hpo.hyps).
@@ -23,7 +23,7 @@ YOLOV5_KEYS = ["lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmu
                "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr", "mosaic",
                "mixup", "copy_paste"]
 
-# The seed's final hyps (SEED_FACTS section 5), as YOLOv5 wrote them.
+# The contest entry's final hyps (experiment_hyp_v1.yaml), as YOLOv5 wrote them.
 EXPERIMENT_HYP_V1 = """# experiment_hyp_v1.yaml
 lr0: 0.009
 lrf: 0.08
@@ -75,7 +75,7 @@ def test_export_final_loads_in_ultralytics(fin: FinishedStudy, done: Retrained, 
                            "full set")
     assert "# metrics: precision=" in text and "map75=" in text
     cfg = _get_cfg(out)
-    assert cfg.data == str(fin.full_data) and cfg.epochs == 2 and cfg.cos_lr is False  # the retrain's settings
+    assert cfg.data == str(fin.full_data) and cfg.epochs == RETRAIN_EPOCHS and cfg.cos_lr is False  # the retrain's settings
     for key, value in winner["params"].items():
         assert getattr(cfg, key) == value
     assert cfg.imgsz == 64 and cfg.optimizer == "SGD"  # the study's fixed arguments
@@ -109,7 +109,7 @@ def test_export_yolov5_has_exactly_yolov5s_keys(fin: FinishedStudy, done: Retrai
     assert proc.returncode == 0, proc.stderr
     assert list(yaml.safe_load(proc.stdout)) == YOLOV5_KEYS and "--cos-lr" not in proc.stdout  # linear LR
     proc = fin.hpo("export", "--study", NAME, "--storage", fin.url, "--format", "onnx")
-    assert proc.returncode == 2 and "unknown format 'onnx'" in proc.stderr
+    assert proc.returncode == 2 and "'onnx' is not one of 'ultralytics', 'yolov5'" in proc.stderr
 
 
 def test_yolov5_hyp_file_as_base_round_trips(toy_data: Path, tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-ATTR_PROPOSAL = "ga:proposal"
+from hpo import attrs, optuna_compat
+
 MUTATION_PROB = 0.8
 SIGMA = 0.2
 FACTOR_MIN, FACTOR_MAX = 0.3, 3.0
@@ -113,11 +114,11 @@ class YoloV5GASampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if not search_space or trial.system_attrs.get("fixed_params"):
+        if not search_space or trial.system_attrs.get(attrs.FIXED_PARAMS):
             return {}  # a queued trial (the base, a retry) trains its own params
         # One population for the whole study: Hyperband hands samplers a per-bracket view of the
         # study (``_BracketStudy``), which would split the population and let brackets repeat points.
-        whole_study = getattr(study, "_study", study)
+        whole_study = optuna_compat.whole_study(study)
         trials = whole_study.get_trials(deepcopy=False)
         taken = {self._key(p) for p in _known_points(trials, exclude=trial.number)}
         population = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
@@ -210,7 +211,7 @@ def _claim(study: Study, trial: FrozenTrial, proposal: dict[str, Any]) -> dict[s
     A worker stores params only when its objective suggests them, some time after ``ask()``; without
     this, two workers asking at the same moment could both breed the same point.
     """
-    study._storage.set_trial_system_attr(trial._trial_id, ATTR_PROPOSAL, proposal)
+    optuna_compat.storage_of(study).set_trial_system_attr(optuna_compat.trial_id(trial), attrs.GA_PROPOSAL, proposal)
     return proposal
 
 
@@ -224,7 +225,7 @@ def _known_points(trials: Sequence[FrozenTrial], exclude: int) -> list[dict[str,
     for t in trials:
         if t.number == exclude:
             continue
-        for source in (t.system_attrs.get("fixed_params"), t.system_attrs.get(ATTR_PROPOSAL), t.params):
+        for source in (t.system_attrs.get(attrs.FIXED_PARAMS), t.system_attrs.get(attrs.GA_PROPOSAL), t.params):
             if source:
                 points.append(source)
     return points

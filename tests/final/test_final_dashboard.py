@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from hpo.dashboard import is_loopback
+from hpo.final.dashboard import is_loopback
 
 from conftest import hpo_cmd
 from final_support import NAME, FinishedStudy, Retrained

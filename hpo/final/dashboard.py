@@ -1,6 +1,6 @@
 """``hpo dashboard``: optuna-dashboard on the study storage, serving the trials' artifacts.
 
-optuna-dashboard has no authentication: whoever reaches it can delete studies (SEED_FACTS section 7).
+optuna-dashboard has no authentication: whoever reaches it can delete studies.
 So it binds to the loopback interface unless told otherwise, and warns when it is told otherwise;
 to look at it from another machine, an SSH tunnel (``ssh -L 8080:127.0.0.1:8080 host``) is safer.
 """

@@ -1,8 +1,9 @@
-"""After the search: ``retrain``, ``dashboard`` and ``report`` (``export`` lives with the study commands)."""
+"""After the search: ``export``, ``retrain``, ``report`` and ``dashboard``."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,12 +11,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hpo.cli import app
-from hpo.commands import ArtifactsOpt, RunsDirOpt, StorageOpt, _activate_artifacts, _open
+from hpo import api
+from hpo.cli.options import ArtifactsOpt, ExportFormat, RunsDirOpt, StorageOpt, choice
 from hpo.errors import HpoError
 
 
-@app.command()
+def export(
+    study: Annotated[str, typer.Option("--study", help="study name in the storage")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="file to write ('-' for stdout)")] = Path("hyp.yaml"),
+    trial: Annotated[Optional[int], typer.Option("--trial", help="export this trial instead of the best")] = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="ultralytics: a config for `yolo train cfg=FILE`; "
+                                              "yolov5: a YOLOv5 hyp.yaml for `train.py --hyp FILE`")] = "ultralytics",  # type: ignore[assignment]
+    final: Annotated[bool, typer.Option("--final", help="export the winner of `hpo retrain` (full-set settings)")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Write the best trial's full training config as a YAML that `yolo train cfg=FILE` accepts."""
+    name = choice(fmt) or "ultralytics"
+    text, what = api.export(study, output, trial=trial, fmt=name, final=final, storage=storage)
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return
+    use = f"python train.py --hyp {output} (YOLOv5)" if name == "yolov5" else f"yolo train cfg={output}"
+    Console(stderr=True).print(f"wrote {output} ({what}); train with: {use}")
+
+
 def retrain(
     study: Annotated[str, typer.Option("--study", help="study name in the storage")],
     storage: StorageOpt = None,
@@ -37,17 +56,13 @@ def retrain(
     With --top-k 3 or more it also says how well the mini-set ranking predicted the full-set one
     (Spearman). Results: `hpo status --study NAME`, `hpo export --final`, runs/<study>/final/.
     """
-    import optuna
-
     from hpo.data.check import check_dataset
+    from hpo.final.retrain import Retrainer, RetrainPlan
     from hpo.offline import configure_offline
-    from hpo.retrain import Retrainer, RetrainPlan
-    from hpo.study import load_settings
 
     configure_offline()
-    rdb, url = _open(storage)
-    _activate_artifacts(artifacts, url)
-    settings = load_settings(rdb, study)
+    loaded = api.load(study, storage)
+    settings = loaded.settings
     plan = RetrainPlan.from_spec(settings.spec, top_k=top_k, data=data, epochs=epochs)
     settings.spec.model_copy(update={"data": str(plan.data)}).check_files(f"study {study!r} (retrain)")
     dataset = check_dataset(plan.data)
@@ -61,9 +76,8 @@ def retrain(
     console.print(f"retraining the top {plan.top_k} trial(s) of [bold]{study}[/]: {plan.epochs} epochs on "
                   f"{plan.data} ({dataset.splits['train'].images} train / {dataset.splits['val'].images} "
                   f"validation images), device {device}")
-    the_study = optuna.load_study(study_name=study, storage=rdb)
-    record = Retrainer(the_study, settings, plan, runs_dir=runs_dir, device=device, console=console,
-                       force=force).run()
+    record = Retrainer(loaded.study, settings, plan, runs_dir=runs_dir, device=device, console=console,
+                       force=force, artifact_dir=api.artifact_dir(artifacts, loaded.storage_url)).run()
     if as_json:
         print(json.dumps(record, indent=2, default=str))
     else:
@@ -75,7 +89,7 @@ def retrain(
 
 def print_final(console: Console, record: dict[str, Any]) -> None:
     """The final models as a table, then the verdict (winner, mini-vs-full agreement)."""
-    from hpo.retrain import summary_lines
+    from hpo.final.record import summary_lines
 
     table = Table(title=f"final models: {record['epochs']} epochs on {record['data']}")
     for col in ("trial", "mini", "full", "rank mini>full", "mAP50", "mAP75", "mAP50-95", "MB", "<=100MB", "time",
@@ -99,7 +113,6 @@ def _f(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-@app.command()
 def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="interface to bind; anything but loopback exposes an "
@@ -108,12 +121,11 @@ def dashboard(
     artifacts: ArtifactsOpt = None,
 ) -> None:
     """optuna-dashboard on the study storage, with the trials' artifacts (hyp.yaml, results.csv, weights)."""
-    from hpo.artifacts import resolve_dir
-    from hpo.dashboard import NO_AUTH_WARNING, create_server, is_loopback
+    from hpo.final.dashboard import NO_AUTH_WARNING, create_server, is_loopback
     from hpo.storage import mask_url
 
-    rdb, url = _open(storage)
-    artifact_dir = resolve_dir(artifacts, url)
+    rdb, url = api.open_storage(storage)
+    artifact_dir = api.artifact_dir(artifacts, url)
     console = Console(stderr=True)
     if not is_loopback(host):
         console.print(f"[bold red]warning:[/] {NO_AUTH_WARNING.format(host=host, port=port)}")
@@ -129,7 +141,6 @@ def dashboard(
         server.server_close()
 
 
-@app.command()
 def report(
     study: Annotated[str, typer.Option("--study", help="study name in the storage")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="report folder (default: "
@@ -138,16 +149,11 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="list the written files as JSON")] = False,
 ) -> None:
     """A static report: history, importances, intermediate values, parallel coordinates, mini vs full, trials."""
-    import optuna
+    from hpo.final.report import ReportWriter, report_json
 
-    from hpo.report import ReportWriter, report_json
-    from hpo.study import load_settings
-
-    rdb, _ = _open(storage)
-    settings = load_settings(rdb, study)
-    the_study = optuna.load_study(study_name=study, storage=rdb)
+    loaded = api.load(study, storage)
     out = output or Path("runs") / study / "report"
-    written = ReportWriter(the_study, settings, out).write()
+    written = ReportWriter(loaded.study, loaded.settings, out).write()
     if as_json:
         print(json.dumps(report_json(written), indent=2))
         return

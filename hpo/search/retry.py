@@ -16,17 +16,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import attrs
+
 DEFAULT_MAX_RETRY = 3
-ATTR_RETRY_OF = "hpo:retry_of"
-ATTR_FAIL_REASON = "fail_reason"
-ATTR_DIR = "hpo:dir"
-ATTR_EPOCH_METRICS = "hpo:epoch_metrics"
-ATTR_RESUME_FROM = "hpo:resume_from"
-ATTR_RESUMED = "hpo:resumed"
-# Attributes that describe one run of a trial, not its hyps: never inherited as they are.
-_RUN_ATTRS = (ATTR_DIR, ATTR_FAIL_REASON, ATTR_EPOCH_METRICS, ATTR_RESUME_FROM, ATTR_RESUMED, "hpo:worker",
-              "epochs", "train_seconds", "weight_bytes", "final_metrics", "last_epoch_metrics",
-              "precision", "recall", "map50", "map75", "map50-95", "fitness", "pruned_reason")
 
 
 def completed_epochs(checkpoint: Path) -> int | None:
@@ -51,16 +43,16 @@ def resume_point(trial: optuna.Trial) -> tuple[Path, int] | None:
     Records on the trial where it resumed from (or why it could not), for ``status`` and the
     dashboard.
     """
-    path = trial.user_attrs.get(ATTR_RESUME_FROM)
+    path = trial.user_attrs.get(attrs.RESUME_FROM)
     if not path:
         return None
     epochs = completed_epochs(Path(path))
-    origin = trial.user_attrs.get(ATTR_RETRY_OF)
+    origin = trial.user_attrs.get(attrs.RETRY_OF)
     if epochs is None:
-        trial.set_user_attr(ATTR_RESUMED, {"from_trial": origin, "epoch": 0,
+        trial.set_user_attr(attrs.RESUMED, {"from_trial": origin, "epoch": 0,
                                            "note": f"{path} not resumable here; restarted"})
         return None
-    trial.set_user_attr(ATTR_RESUMED, {"from_trial": origin, "epoch": epochs, "checkpoint": path})
+    trial.set_user_attr(attrs.RESUMED, {"from_trial": origin, "epoch": epochs, "checkpoint": path})
     return Path(path), epochs
 
 
@@ -75,19 +67,19 @@ class RequeueTrial:
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        history = [*trial.system_attrs.get(attrs.RETRY_HISTORY, []), trial.number]
         if len(history) > self.max_retry or not trial.params:
             return
-        user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
-        user_attrs[ATTR_RETRY_OF] = trial.number
+        user_attrs = attrs.inherited(trial.user_attrs)
+        user_attrs[attrs.RETRY_OF] = trial.number
         intermediate: dict[int, float] = {}
         resume = self._resume_point(trial)
         if resume is not None:
             checkpoint, epochs, metrics = resume
-            user_attrs[ATTR_RESUME_FROM] = str(checkpoint)
-            user_attrs[ATTR_EPOCH_METRICS] = metrics
+            user_attrs[attrs.RESUME_FROM] = str(checkpoint)
+            user_attrs[attrs.EPOCH_METRICS] = metrics
             intermediate = {s: v for s, v in trial.intermediate_values.items() if s <= epochs}
-        system_attrs: dict[str, Any] = {"failed_trial": history[0], "retry_history": history}
+        system_attrs: dict[str, Any] = {attrs.FAILED_TRIAL: history[0], attrs.RETRY_HISTORY: history}
         study.add_trial(optuna.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             user_attrs=user_attrs, system_attrs=system_attrs, intermediate_values=intermediate or None))
@@ -95,12 +87,12 @@ class RequeueTrial:
     @staticmethod
     def _resume_point(trial: FrozenTrial) -> tuple[Path, int, list[dict[str, Any]]] | None:
         """The dead trial's checkpoint, if readable here and matching what it reported."""
-        directory = trial.user_attrs.get(ATTR_DIR)
+        directory = trial.user_attrs.get(attrs.DIR)
         if not directory:
             return None
         checkpoint = last_checkpoint(directory)
         epochs = completed_epochs(checkpoint)
-        metrics = trial.user_attrs.get(ATTR_EPOCH_METRICS) or []
+        metrics = trial.user_attrs.get(attrs.EPOCH_METRICS) or []
         if not epochs or len(metrics) < epochs:
             return None  # killed between saving and reporting that epoch: start afresh
         return checkpoint, epochs, metrics[:epochs]

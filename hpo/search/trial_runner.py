@@ -20,10 +20,11 @@ from typing import Any
 import optuna
 import yaml
 
-from hpo.objective import METRIC_NAMES, metrics_from_trainer, objective_value
+from hpo import attrs
 from hpo.offline import import_ultralytics
-from hpo.retry import ATTR_DIR, ATTR_EPOCH_METRICS, resume_point
-from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, expand_env
+from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
+from hpo.search.retry import resume_point
+from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec
 
 
 class StopRequested(Exception):
@@ -51,7 +52,7 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     return params
 
 
-def device_defaults(device: str | None) -> dict[str, Any]:
+def device_defaults(device: str | None, workers_per_machine: int = 1) -> dict[str, Any]:
     """Training arguments that depend on the device, for any spec that does not set them.
 
     AMP: Ultralytics' AMP check downloads a model, so on CUDA we use bf16 autocast where the GPU
@@ -63,10 +64,9 @@ def device_defaults(device: str | None) -> dict[str, Any]:
     cuda = device not in (None, "cpu") and torch.cuda.is_available()
     if not cuda:
         return {"device": "cpu", "amp": False, "workers": 0}
-    cpus = os.cpu_count() or 2
-    per_gpu = max(1, int(os.environ.get("HPO_WORKERS_PER_MACHINE", "1")))
+    cpus = os.cpu_count() or 2  # the machine's cores, shared by the trainings running on it
     return {"device": device, "amp": "bf16" if torch.cuda.is_bf16_supported() else True,
-            "workers": max(1, min(8, cpus // per_gpu))}
+            "workers": max(1, min(8, cpus // max(1, workers_per_machine)))}
 
 
 def _trust_amp() -> None:
@@ -106,29 +106,30 @@ class TrialRunner:
         runs_dir: root of the trial directories (absolute paths are passed to Ultralytics).
         device: ``"cpu"``, a CUDA index such as ``"0"``, or None for CPU.
         stop_event: set by the worker's signal handler; checked after every batch.
+        artifact_dir: artifact store the trial files are uploaded to (None: no uploads).
+        workers_per_machine: trainings sharing this machine, to split its cores between loaders.
     """
 
     def __init__(self, spec: StudySpec, *, runs_dir: Path, device: str | None = None,
-                 stop_event: threading.Event | None = None, study_name: str | None = None) -> None:
+                 stop_event: threading.Event | None = None, study_name: str | None = None,
+                 artifact_dir: Path | None = None, workers_per_machine: int = 1) -> None:
         self.spec = spec
         self.study_name = study_name or spec.name
         self.runs_dir = Path(runs_dir).resolve()
         self.device = device
         self.stop_event = stop_event or threading.Event()
+        self.artifact_dir = artifact_dir
+        self.workers_per_machine = workers_per_machine
 
     def train_args(self, params: dict[str, Any], save_dir: Path,
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Full Ultralytics arguments: device defaults < study's fixed args < sampled hyps."""
+        """Full Ultralytics arguments: hpo's run defaults < device defaults < the study's
+        :meth:`~hpo.spec.StudySpec.training_args` (fixed args < sampled hyps < overrides)."""
         args: dict[str, Any] = {"plots": False, "verbose": False, "val": True}
-        args.update(device_defaults(self.device))
-        args.update(self.spec.fixed_args())
-        args.update(params)
-        args.update(overrides or {})
-        args.update({"data": str(self.spec.resolved_data(args.pop("data", None))),
-                     "project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True})
-        weights = self.spec.resolved_weights()
-        if weights is not None:
-            args["pretrained"] = str(weights)
+        args.update(device_defaults(self.device, self.workers_per_machine))
+        args.update(self.spec.training_args(params, overrides))
+        args.pop("model")  # the model is built by :meth:`build_model`, not passed to train()
+        args.update({"project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True})
         return args
 
     def build_model(self, checkpoint: Path | None = None) -> Any:
@@ -137,8 +138,7 @@ class TrialRunner:
 
         if checkpoint is not None:
             return YOLO(str(checkpoint))
-        model = expand_env(self.spec.model)
-        return YOLO(str(Path(model).expanduser().resolve()) if model.endswith(".pt") else model)
+        return YOLO(self.spec.resolved_model())
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest_params(trial, self.spec)
@@ -147,7 +147,7 @@ class TrialRunner:
         resume_from = resume[0] if resume else None
         if resume_from is not None:
             save_dir = resume_from.parent.parent  # Ultralytics resumes in the checkpoint's own run dir
-        trial.set_user_attr(ATTR_DIR, str(save_dir))
+        trial.set_user_attr(attrs.DIR, str(save_dir))
         record = self.train(params, save_dir, trial=trial, resume_from=resume_from)
         return record.value(self.spec.objective.direction)
 
@@ -161,7 +161,7 @@ class TrialRunner:
         metric = self.spec.objective.metric
         record = TrialRecord()
         if resume_from is not None and trial is not None:
-            record.epoch_metrics = list(trial.user_attrs.get(ATTR_EPOCH_METRICS, []))
+            record.epoch_metrics = list(trial.user_attrs.get(attrs.EPOCH_METRICS, []))
             record.values = [objective_value(m, metric) for m in record.epoch_metrics]
             record.epochs = len(record.values)
         epoch_done = {"pending": False}
@@ -190,7 +190,7 @@ class TrialRunner:
             if trial is not None:
                 trial.report(value, step)
                 # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
-                trial.set_user_attr(ATTR_EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
+                trial.set_user_attr(attrs.EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
                                                          for m in record.epoch_metrics])
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} ({metric}={value:.5f})")
@@ -228,21 +228,21 @@ class TrialRunner:
         return record
 
     def _record(self, trial: optuna.Trial, record: TrialRecord, save_dir: Path) -> None:
-        trial.set_user_attr("epochs", record.epochs)
-        trial.set_user_attr("train_seconds", round(record.train_seconds, 2))
+        trial.set_user_attr(attrs.EPOCHS, record.epochs)
+        trial.set_user_attr(attrs.TRAIN_SECONDS, round(record.train_seconds, 2))
         if record.epoch_metrics:
             best = record.epoch_metrics[record.best_index(self.spec.objective.direction)]
             for name in METRIC_NAMES:
                 trial.set_user_attr(name, _clean(best.get(name)))
-            trial.set_user_attr("last_epoch_metrics", {k: _clean(v) for k, v in record.epoch_metrics[-1].items()})
+            trial.set_user_attr(attrs.LAST_EPOCH_METRICS, {k: _clean(v) for k, v in record.epoch_metrics[-1].items()})
         if record.final_metrics is not None:
-            trial.set_user_attr("final_metrics", {k: _clean(v) for k, v in record.final_metrics.items()})
+            trial.set_user_attr(attrs.FINAL_METRICS, {k: _clean(v) for k, v in record.final_metrics.items()})
         best_pt = save_dir / "weights" / "best.pt"
         if best_pt.is_file():
-            trial.set_user_attr("weight_bytes", best_pt.stat().st_size)
+            trial.set_user_attr(attrs.WEIGHT_BYTES, best_pt.stat().st_size)
         from hpo.artifacts import upload_trial_files
 
-        upload_trial_files(trial, save_dir)  # while the trial still runs: Optuna refuses it later
+        upload_trial_files(trial, save_dir, self.artifact_dir)  # while the trial still runs: Optuna refuses it later
 
 
 def _finite(losses: Any) -> bool:

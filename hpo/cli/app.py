@@ -1,8 +1,5 @@
-"""The ``hpo`` command line: ``hpo data|launch|worker|status|export|...``.
-
-Subcommands live next to the code they drive; this module only wires them together and turns
-:class:`~hpo.errors.HpoError` into one line on stderr with exit status 2.
-"""
+"""The ``hpo`` application: registers the commands and turns :class:`~hpo.errors.HpoError` into one
+line on stderr with exit status 2."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import sys
 
 import typer
 
+from hpo.cli import data, final, study
 from hpo.errors import HpoError
 
 app = typer.Typer(
@@ -22,19 +20,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _register() -> None:
-    from hpo.data.cli import app as data_app
-
-    app.add_typer(data_app, name="data")
-    from hpo import commands  # noqa: F401  (registers launch/worker/status/export/...)
-    from hpo import final_commands  # noqa: F401  (registers retrain/dashboard/report)
+app.add_typer(data.app, name="data")
+for command in (study.launch, study.worker, study.status, final.export, final.retrain, final.dashboard,
+                final.report):
+    app.command()(command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hpo`` console script."""
-    _register()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # quiet by default: our own output says what matters

@@ -1,4 +1,4 @@
-"""The YOLOv5 GA sampler against the algorithm's definition (SEED_FACTS section 4)."""
+"""The YOLOv5 GA sampler against the algorithm's definition (YOLOv5 train.py --evolve, v6/v7)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.samplers import YoloV5GASampler, create_sampler
+from hpo.search.samplers import YoloV5GASampler, create_sampler
 from hpo.spec import parse_spec
 
 SPACE = {

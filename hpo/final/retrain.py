@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,14 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from hpo import hyps
+from hpo import attrs, hyps
+from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, format_value
 from hpo.errors import HpoError
-from hpo.objective import objective_value
+from hpo.search.objective import objective_value
 from hpo.spec import StudySpec
 from hpo.study import StudySettings
-from hpo.trial_runner import TrialRecord, TrialRunner
+from hpo.search.trial_runner import TrialRecord, TrialRunner
 
-ATTR_FINAL = "hpo:final"
-#: The contest's limit on the submitted weight file ("at most 100 MB"), read as 10^8 bytes: the
-#: stricter of MB and MiB.
-WEIGHT_LIMIT_BYTES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -68,37 +65,6 @@ class RetrainPlan:
     def overrides(self) -> dict[str, Any]:
         """The arguments a retrain sets over a trial's (``TrialRunner.train(overrides=...)``)."""
         return {**self.train, "data": str(self.data), "epochs": self.epochs}
-
-
-@dataclass
-class FinalModel:
-    """One retrained trial: its mini-set result next to its full-set one."""
-
-    trial: int
-    params: dict[str, Any]
-    mini_value: float
-    mini_rank: int
-    fingerprint: str
-    dir: str
-    full_value: float | None = None
-    full_rank: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 0
-    weights: str | None = None
-    weight_bytes: int | None = None
-    fp16_stripped: bool | None = None
-    under_limit: bool | None = None
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    reused: bool = False
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.full_value is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
@@ -195,12 +161,14 @@ class Retrainer:
         device: ``cpu`` or a CUDA index.
         console: where progress and results are shown.
         force: retrain even models an earlier run already produced with the same settings.
+        artifact_dir: artifact store for the final files (None: no uploads).
     """
 
     def __init__(self, study: optuna.Study, settings: StudySettings, plan: RetrainPlan, *, runs_dir: Path,
                  device: str | None = None, console: Console | None = None, force: bool = False,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, artifact_dir: Path | None = None) -> None:
         self.study = study
+        self.artifact_dir = artifact_dir
         self.settings = settings
         self.spec = settings.spec
         self.plan = plan
@@ -263,7 +231,7 @@ class Retrainer:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one diverging model must not cost the others
-            from hpo.worker import failure_reason
+            from hpo.search.worker import failure_reason
 
             model.error = failure_reason(exc)
         model.wall_seconds = round(time.perf_counter() - start, 2)
@@ -313,7 +281,7 @@ class Retrainer:
             return
         size = f"{m.weight_bytes / 1e6:.1f} MB" if m.weight_bytes else "?"
         self.console.print(f"trial {m.trial}: full-set {self.metric} {m.full_value:.5f} (mini {m.mini_value:.5f}), "
-                           f"mAP75 {_f(m.metrics.get('map75'))}, weights {size}, {m.wall_seconds:.0f} s"
+                           f"mAP75 {format_value(m.metrics.get('map75'))}, weights {size}, {m.wall_seconds:.0f} s"
                            + (" (reused)" if m.reused else ""))
 
     # --- the study's result ----------------------------------------------------------------------
@@ -353,25 +321,23 @@ class Retrainer:
         winner = next((m for m in models if m.trial == record["winner"]), None)
         if winner is not None and winner.weights:
             _link_or_copy(Path(winner.weights), self.final_dir / "best.pt")
-            from hpo.export import training_config
-
-            config = training_config(self.settings, {**winner.params, **self.plan.overrides()})
+            config = self.spec.training_args(winner.params, self.plan.overrides())
             (self.final_dir / "hyp.yaml").write_text(
                 f"# hpo retrain: study {self.study.study_name}, trial {winner.trial}, full-set "
                 f"{self.metric} {winner.full_value:.5f}\n# use: yolo train cfg=<this file>\n"
                 + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         _write_json(self.final_dir / "metrics.json", record)
-        self.study.set_user_attr(ATTR_FINAL, record)
+        self.study.set_user_attr(attrs.STUDY_FINAL, record)
         self._upload(record, models)
 
     def _upload(self, record: dict[str, Any], models: list[FinalModel]) -> None:
         """Final weights, hyps and metrics as study artifacts: the dashboard serves them."""
-        from hpo.artifacts import active_store, artifact_names, upload
+        from hpo.artifacts import artifact_names, open_store, upload
 
-        store = active_store()
-        if store is None:
+        if self.artifact_dir is None:
             return
         try:
+            store = open_store(self.artifact_dir)
             present = set(artifact_names(self.study))
             for m in models:
                 tag = f"final_trial_{m.trial:04d}_{m.fingerprint[:8]}"
@@ -383,62 +349,13 @@ class Retrainer:
             upload(store, self.study, self.final_dir / "metrics.json", name="final_summary.json")
         except Exception as exc:  # noqa: BLE001 - the models and the study record are what matter
             self.console.print(f"[yellow]artifact upload failed: {exc}[/]")
-            self.study.set_user_attr("hpo:artifact_error", f"{type(exc).__name__}: {exc}"[:300])
-
-
-def final_record(study: optuna.Study) -> dict[str, Any] | None:
-    record = study.user_attrs.get(ATTR_FINAL)
-    return record if isinstance(record, dict) else None
-
-
-def final_winner(study: optuna.Study) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The study's final record and its winning model; a one-line error if there is none."""
-    record = final_record(study)
-    if record is None:
-        raise HpoError(f"study {study.study_name!r} has no final model yet: run `hpo retrain --study "
-                       f"{study.study_name}` first", field="--final")
-    winner = next((m for m in record["models"] if m["trial"] == record.get("winner")), None)
-    if winner is None:
-        raise HpoError(f"no retrained model of study {study.study_name!r} succeeded", field="--final")
-    return record, winner
-
-
-def summary_lines(record: dict[str, Any]) -> list[str]:
-    """What ``retrain`` and ``status`` say about the final models, in words."""
-    lines = []
-    winner = record.get("winner")
-    if winner is not None:
-        w = next(m for m in record["models"] if m["trial"] == winner)
-        lines.append(f"winner on the full set: trial {winner} ({record['metric']} {w['full_value']:.5f}, "
-                     f"mAP75 {_f(w['metrics'].get('map75'))}, weights {_mb(w['weight_bytes'])}"
-                     f"{'' if w.get('under_limit') else ' OVER the 100 MB limit'})")
-        mini = record.get("mini_winner")
-        if mini == winner:
-            lines.append(f"the mini-set winner (trial {mini}) is also the full-set winner")
-        else:
-            rank = record.get("mini_winner_full_rank")
-            lines.append(f"the mini-set winner (trial {mini}) ranks {rank if rank else 'n/a'} on the full set")
-    n_ok = sum(1 for m in record["models"] if m.get("full_value") is not None and not m.get("error"))
-    if record.get("spearman") is not None:
-        lines.append(f"Spearman rank correlation mini vs full over {n_ok} models: {record['spearman']:+.3f} "
-                     "(1: the mini set ranks the hyps exactly as the full set does)")
-    elif n_ok >= 3:
-        lines.append("Spearman rank correlation mini vs full: undefined (all values tie on one side)")
-    return lines
+            self.study.set_user_attr(attrs.STUDY_ARTIFACT_ERROR, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6) if math.isfinite(value) else None
     return value
-
-
-def _f(value: Any) -> str:
-    return f"{value:.5f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def _mb(n: Any) -> str:
-    return f"{n / 1e6:.1f} MB" if isinstance(n, (int, float)) else "n/a"
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join
-from hpo.worker import ATTR_SURPLUS, Worker
+from hpo.attrs import SURPLUS as ATTR_SURPLUS
+from hpo.search.worker import Worker
 
 from conftest import hpo_cmd, tiny_spec_dict
 

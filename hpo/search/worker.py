@@ -22,20 +22,48 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from hpo.retry import ATTR_DIR, ATTR_FAIL_REASON, RequeueTrial
-from hpo.study import (FINISHED, StudySettings, best_trial, complete_values, count_trials, create_pruner,
-                       progress)
-from hpo.trial_runner import StopRequested, trial_dir
+from hpo import attrs, optuna_compat
+from hpo.search.pruners import create_pruner
+from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
+from hpo.search.trial_runner import StopRequested, trial_dir
+from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
+from hpo.study import FINISHED, StudySettings, best_trial, complete_values, count_trials, progress
 
-log = logging.getLogger("hpo.worker")
+log = logging.getLogger("hpo.search.worker")
 
-ATTR_SURPLUS = "hpo:surplus"
-ATTR_WORKER = "hpo:worker"
 DEFAULT_KEEP = 3
 IDLE_POLL_SECONDS = 0.5  # cheap: one counting query and the stale-trial check
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs: what ``hpo worker`` takes and what ``hpo launch`` hands each worker it starts.
+
+    :meth:`to_args` is the one place these become a command line again, so a new option cannot be
+    forgotten on the way from the launcher to its workers.
+    """
+
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    keep: int = DEFAULT_KEEP
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL
+    grace_period: int = DEFAULT_GRACE_PERIOD
+    max_retry: int = DEFAULT_MAX_RETRY
+    artifacts: Path | None = None  # None: no uploads
+    workers_per_machine: int = 1  # trainings sharing this machine's cores
+    trainer: str = "yolo"  # "curve": the learning-curve stand-in (tests, benchmarks)
+    curve_epoch_seconds: float = 0.0
+
+    def to_args(self) -> list[str]:
+        """The ``hpo worker`` options that reproduce these settings."""
+        return ["--seed", str(self.seed), "--runs-dir", str(self.runs_dir), "--keep", str(self.keep),
+                "--heartbeat-interval", str(self.heartbeat_interval), "--grace-period", str(self.grace_period),
+                "--max-retry", str(self.max_retry),
+                "--artifacts", str(self.artifacts) if self.artifacts is not None else "off",
+                "--workers-per-machine", str(self.workers_per_machine), "--trainer", self.trainer,
+                "--curve-epoch-seconds", str(self.curve_epoch_seconds)]
 
 
 @dataclass
@@ -44,7 +72,7 @@ class WorkerSummary:
     stopped: bool = False
 
 
-Objective = Callable[[optuna.Trial], float]
+TrialFunction = Callable[[optuna.Trial], float]
 
 
 class Worker:
@@ -61,7 +89,7 @@ class Worker:
         stop_event: set to stop after the current batch (signal handlers set it).
     """
 
-    def __init__(self, study: optuna.Study, settings: StudySettings, objective: Objective, *,
+    def __init__(self, study: optuna.Study, settings: StudySettings, objective: TrialFunction, *,
                  name: str = "worker", runs_dir: Path | None = None, keep: int = DEFAULT_KEEP,
                  poll_seconds: float = IDLE_POLL_SECONDS, stop_event: threading.Event | None = None,
                  requeue: RequeueTrial | None = None) -> None:
@@ -91,7 +119,7 @@ class Worker:
 
     def _loop(self, summary: WorkerSummary) -> None:
         while not self.stop_event.is_set():
-            fail_stale_trials(self.study)
+            fail_stale_trials(self.study, self.requeue)
             state = progress(self.study)
             if state.finished >= self.budget:
                 break
@@ -106,13 +134,13 @@ class Worker:
 
     def _run_one(self, summary: WorkerSummary) -> None:
         trial = self.study.ask()
-        trial.set_user_attr(ATTR_WORKER, self.name)
+        trial.set_user_attr(attrs.WORKER, self.name)
         if self._is_surplus(trial):
-            trial.set_user_attr(ATTR_SURPLUS, True)
-            trial.set_user_attr(ATTR_FAIL_REASON, "budget reached by other workers; nothing trained")
+            trial.set_user_attr(attrs.SURPLUS, True)
+            trial.set_user_attr(attrs.FAIL_REASON, "budget reached by other workers; nothing trained")
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+        with optuna_compat.heartbeat(trial, self.study):
             state, value, handed_back = self._train(trial)
         try:
             frozen = self.study.tell(trial, value, state=state, skip_if_finished=True)
@@ -126,7 +154,7 @@ class Worker:
         if log.isEnabledFor(logging.INFO):
             self._log_trial(trial.number, state, value)
         if state == TrialState.PRUNED:
-            self._drop_weights(trial.number, frozen.user_attrs.get(ATTR_DIR))
+            self._drop_weights(trial.number, frozen.user_attrs.get(attrs.DIR))
         elif state == TrialState.COMPLETE:
             self.apply_keep_policy()
 
@@ -135,13 +163,13 @@ class Worker:
         try:
             return TrialState.COMPLETE, self.objective(trial), False
         except optuna.TrialPruned as exc:
-            _note(trial, "pruned_reason", str(exc) or "pruned")
+            _note(trial, attrs.PRUNED_REASON, str(exc) or "pruned")
             return TrialState.PRUNED, None, False
         except StopRequested:
-            _note(trial, ATTR_FAIL_REASON, "worker stopped by a signal; trial re-queued")
+            _note(trial, attrs.FAIL_REASON, "worker stopped by a signal; trial re-queued")
             return TrialState.FAIL, None, True
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, the worker goes on
-            _note(trial, ATTR_FAIL_REASON, failure_reason(exc))
+            _note(trial, attrs.FAIL_REASON, failure_reason(exc))
             log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
             return TrialState.FAIL, None, False
 
@@ -158,7 +186,7 @@ class Worker:
         """
         if not self.keep or self.runs_dir is None:
             return
-        complete = complete_values(self.study, ATTR_DIR)
+        complete = complete_values(self.study, attrs.DIR)
         maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
         complete.sort(key=lambda t: t[1], reverse=maximize)
         for number, _, directory in complete[self.keep:]:
@@ -180,26 +208,26 @@ def _note(trial: optuna.Trial, key: str, value: Any) -> None:
         pass
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail trials of dead workers, saying why, then run the storage's stale-trial callback.
+def fail_stale_trials(study: optuna.Study, callback: Callable[[optuna.Study, Any], None] | None = None) -> None:
+    """Fail trials of dead workers, saying why, then run ``callback`` (default: the storage's) on each.
 
     Optuna's own version fails them silently; the reason has to be written while the trial is still
     RUNNING (finished trials are read-only), hence this small twin of it.
     """
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
+    storage = optuna_compat.storage_of(study)
+    if not optuna_compat.heartbeat_enabled(storage):
         return
-    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+    for trial_id in optuna_compat.stale_trial_ids(storage, study):
         try:
-            storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON,
+            storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON,
                                         "worker lost: no heartbeat within the grace period")
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        callback = storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
-        if callback is not None:
-            callback(study, storage.get_trial(trial_id))
+        on_stale = callback or optuna_compat.stale_trial_callback(storage)
+        if on_stale is not None:
+            on_stale(study, storage.get_trial(trial_id))
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """A stand-in for YOLO training, for tests and benchmarks of the machinery around trials.
 
-``LearningCurveTrainer`` behaves like :class:`hpo.trial_runner.TrialRunner` from the worker's point
+:func:`curve_value` is the one synthetic learning curve hpo has (the benchmarks' no-op trials use it
+too). ``LearningCurveTrainer`` behaves like :class:`hpo.search.trial_runner.TrialRunner` from the worker's point
 of view (per-epoch reports, pruning, stop requests, ``last.pt`` checkpoints a retry resumes from) but
 each "epoch" is a deterministic learning-curve value and an optional sleep. Never used for a real
 study: `hpo worker --trainer curve` is a hidden option.
@@ -16,9 +17,10 @@ from typing import Any
 
 import optuna
 
-from hpo.retry import ATTR_DIR, ATTR_EPOCH_METRICS, resume_point
+from hpo import attrs
+from hpo.search.retry import resume_point
+from hpo.search.trial_runner import StopRequested, suggest_params, trial_dir
 from hpo.spec import StudySpec
-from hpo.trial_runner import StopRequested, suggest_params, trial_dir
 
 
 def curve_value(spec: StudySpec, params: dict[str, Any], epoch: int) -> float:
@@ -40,6 +42,8 @@ def curve_value(spec: StudySpec, params: dict[str, Any], epoch: int) -> float:
 
 
 class LearningCurveTrainer:
+    """Trains nothing: reports :func:`curve_value` per epoch, honours pruning, stop requests and resumes."""
+
     def __init__(self, spec: StudySpec, *, runs_dir: Path, epoch_seconds: float = 0.0,
                  stop_event: threading.Event | None = None) -> None:
         self.spec = spec
@@ -57,8 +61,8 @@ class LearningCurveTrainer:
         if resume is not None:
             checkpoint, done = resume
             save_dir = checkpoint.parent.parent
-            metrics = list(trial.user_attrs.get(ATTR_EPOCH_METRICS, []))[:done]
-        trial.set_user_attr(ATTR_DIR, str(save_dir))
+            metrics = list(trial.user_attrs.get(attrs.EPOCH_METRICS, []))[:done]
+        trial.set_user_attr(attrs.DIR, str(save_dir))
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         for epoch in range(len(metrics) + 1, self.spec.epochs + 1):
             deadline = time.monotonic() + self.epoch_seconds
@@ -70,8 +74,8 @@ class LearningCurveTrainer:
             metrics.append({self.spec.objective.metric: value})
             torch.save({"epoch": epoch - 1, "optimizer": {}}, save_dir / "weights" / "last.pt")
             trial.report(value, epoch)
-            trial.set_user_attr(ATTR_EPOCH_METRICS, metrics)
-            trial.set_user_attr("epochs", epoch)
+            trial.set_user_attr(attrs.EPOCH_METRICS, metrics)
+            trial.set_user_attr(attrs.EPOCHS, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
         values = [m[self.spec.objective.metric] for m in metrics]

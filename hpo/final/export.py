@@ -18,12 +18,17 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import attrs
 from hpo.errors import HpoError
-from hpo.objective import METRIC_NAMES
-from hpo.spec import expand_env
+from hpo.final.record import final_winner
+from hpo.search.objective import METRIC_NAMES
 from hpo.study import StudySettings, best_trial
 
-FORMATS = ("ultralytics", "yolov5")
+#: format name -> what it writes (``--format``).
+FORMATS = {
+    "ultralytics": "a config for `yolo train cfg=FILE`",
+    "yolov5": "a YOLOv5 hyp.yaml for `train.py --hyp FILE`",
+}
 
 
 def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
@@ -41,22 +46,6 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
     return trials[number]
 
 
-def training_config(settings: StudySettings, params: dict[str, Any]) -> dict[str, Any]:
-    """Model, data, fixed arguments and tuned hyps: everything ``yolo train`` needs."""
-    spec = settings.spec
-    model = expand_env(spec.model)
-    config: dict[str, Any] = {
-        "model": str(Path(model).expanduser().resolve()) if model.endswith(".pt") else model,
-        "data": str(spec.resolved_data()),
-    }
-    weights = spec.resolved_weights()
-    if weights is not None:
-        config["pretrained"] = str(weights)
-    config.update(spec.fixed_args())
-    config.update(params)
-    return config
-
-
 def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTrial) -> list[str]:
     objective = settings.spec.objective
     metrics = ", ".join(f"{m}={trial.user_attrs[m]:.5f}" for m in METRIC_NAMES
@@ -67,23 +56,21 @@ def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTria
         f"sampler {settings.sampler}, pruner {settings.pruner}, "
         f"objective {objective.metric} ({objective.direction}) = {trial.value:.5f}",
         f"metrics: {metrics or 'n/a'}",
-        f"epochs {trial.user_attrs.get('epochs', '?')}, train seconds {trial.user_attrs.get('train_seconds', '?')}",
+        f"epochs {trial.user_attrs.get(attrs.EPOCHS, '?')}, train seconds {trial.user_attrs.get(attrs.TRAIN_SECONDS, '?')}",
         f"written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         "use: yolo train cfg=<this file>",
     ]
 
 
 def render(study: optuna.Study, settings: StudySettings, trial: FrozenTrial, fmt: str = "ultralytics") -> str:
-    config = training_config(settings, trial.params)
+    config = settings.spec.training_args(trial.params)
     return _render(fmt, header_lines(study, settings, trial), config, set(trial.params), settings)
 
 
 def render_final(study: optuna.Study, settings: StudySettings, fmt: str = "ultralytics") -> tuple[str, dict[str, Any]]:
     """The retrained winner's config (with the retrain's data and epochs) and its record."""
-    from hpo.retrain import final_winner
-
     record, winner = final_winner(study)
-    config = training_config(settings, {**winner["params"], **record.get("overrides", {})})
+    config = settings.spec.training_args(winner["params"], record.get("overrides", {}))
     metrics = ", ".join(f"{m}={winner['metrics'][m]:.5f}" for m in METRIC_NAMES
                         if isinstance(winner["metrics"].get(m), (int, float)))
     size = winner.get("weight_bytes")

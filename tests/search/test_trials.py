@@ -8,12 +8,12 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from hpo.retry import ATTR_FAIL_REASON
+from hpo.attrs import FAIL_REASON as ATTR_FAIL_REASON
 from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join, load_settings
-from hpo.trial_runner import TrialRunner
-from hpo.worker import Worker
+from hpo.search.trial_runner import TrialRunner
+from hpo.search.worker import Worker
 
 from conftest import tiny_spec_dict
 

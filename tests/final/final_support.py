@@ -1,7 +1,8 @@
 """One tiny finished (and retrained) study shared by tests/test_final_*.py.
 
 Built once per session however many modules ask (a module-level cache, as in conftest_data.py):
-`hpo launch` with one CPU worker runs 3 real trials of 2 epochs, then `hpo retrain --top-k 2`
+`hpo launch` with one CPU worker runs 3 real trials of 6 epochs at 128 px (long enough for the trials
+to score apart: ranking code must not only ever see ties), then `hpo retrain --top-k 2`
 trains the best two again on a "full" set (train + val images) validated on the val images.
 """
 
@@ -21,6 +22,8 @@ import yaml
 from conftest import hpo_cmd, tiny_spec_dict
 
 NAME = "fin"
+SEARCH_EPOCHS = 6
+RETRAIN_EPOCHS = 4  # given as --epochs; the spec says 5 (the flag wins)
 _CACHE: dict[str, Any] = {}
 
 
@@ -73,8 +76,10 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, toy_data: Path) -> 
 
     root = tmp_path_factory.mktemp("final")
     full = full_yaml(toy_data, root / "full.yaml")
-    raw = tiny_spec_dict(toy_data, name=NAME, epochs=2, trials=3, sampler="ga", pruner="none")
-    raw["retrain"] = {"data": str(full), "epochs": 3, "train": {"cos_lr": False}}
+    raw = tiny_spec_dict(toy_data, name=NAME, epochs=SEARCH_EPOCHS, trials=3, sampler="ga", pruner="none")
+    raw["train"]["imgsz"] = 128
+    raw["base"] = {**raw["base"], "lr0": 0.06}  # learns within a few epochs from scratch at this size
+    raw["retrain"] = {"data": str(full), "epochs": 5, "train": {"cos_lr": False}}
     spec_file = root / f"{NAME}.yaml"
     spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     study = FinishedStudy(root, f"sqlite:///{root / 'hpo.db'}", spec_file, full, 0.0)
@@ -88,13 +93,13 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, toy_data: Path) -> 
 
 
 def retrained(study: FinishedStudy) -> Retrained:
-    """`hpo retrain --top-k 2 --epochs 2` (the spec says 3 epochs: the flag wins)."""
+    """`hpo retrain --top-k 2 --epochs RETRAIN_EPOCHS`."""
     if "retrained" in _CACHE:
         return _CACHE["retrained"]
     import time
 
     start = time.perf_counter()
-    proc = study.hpo("retrain", "--study", NAME, "--storage", study.url, "--top-k", "2", "--epochs", "2",
+    proc = study.hpo("retrain", "--study", NAME, "--storage", study.url, "--top-k", "2", "--epochs", str(RETRAIN_EPOCHS),
                      "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     result = Retrained(study, json.loads(proc.stdout), proc.stderr, time.perf_counter() - start)

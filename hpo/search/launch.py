@@ -8,6 +8,7 @@ worker, not the launcher, and on GPUs each process sees exactly one device throu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,8 +22,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from hpo.search.worker import WorkerOptions
 from hpo.storage import ENV_VAR
-from hpo.study import Progress, StudySettings, best_trial, progress
+from hpo.study import StudyProgress, StudySettings, best_trial, progress
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def plan_workers(*, workers: int, gpus: list[str] | None, device: str | None,
     plans = []
     for gpu in gpus:
         for _ in range(workers_per_gpu):
-            env = {"CUDA_VISIBLE_DEVICES": gpu, "HPO_WORKERS_PER_MACHINE": str(len(gpus) * workers_per_gpu)}
+            env = {"CUDA_VISIBLE_DEVICES": gpu}
             plans.append(WorkerPlan(len(plans), "0", env))
     return plans
 
@@ -66,17 +68,16 @@ class Launcher:
     """Starts the workers, watches the study, stops the workers on Ctrl-C."""
 
     def __init__(self, *, study: optuna.Study, settings: StudySettings, storage_url: str,
-                 plans: list[WorkerPlan], seed: int, runs_dir: Path, keep: int,
-                 worker_args: list[str] | None = None, console: Console | None = None,
+                 plans: list[WorkerPlan], options: WorkerOptions, console: Console | None = None,
                  show_progress: bool = True) -> None:
         self.study = study
         self.settings = settings
         self.storage_url = storage_url
         self.plans = plans
-        self.seed = seed
-        self.runs_dir = runs_dir
-        self.keep = keep
-        self.worker_args = list(worker_args or [])
+        # Every worker of this machine shares its cores (data loaders are sized from this).
+        self.options = dataclasses.replace(options, runs_dir=Path(options.runs_dir).resolve(),
+                                           workers_per_machine=len(plans))
+        self.runs_dir = self.options.runs_dir
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress and self.console.is_terminal
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -90,8 +91,8 @@ class Launcher:
         for plan in self.plans:
             env = {**os.environ, **plan.env, ENV_VAR: self.storage_url, "PYTHONUNBUFFERED": "1"}
             cmd = [sys.executable, "-m", "hpo", "worker", "--study", self.settings.spec.name,
-                   "--worker-index", str(plan.index), "--seed", str(self.seed), "--device", plan.device,
-                   "--runs-dir", str(self.runs_dir), "--keep", str(self.keep), "--verbose", *self.worker_args]
+                   "--worker-index", str(plan.index), "--device", plan.device, "--verbose",
+                   *self.options.to_args()]
             log = open(self.log_dir() / f"worker_{plan.index}.log", "ab")
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
             log.close()
@@ -151,7 +152,7 @@ class Launcher:
         table.add_row("elapsed / eta", f"{_duration(time.time() - self.started)} / {self._eta(state)}")
         return table
 
-    def _eta(self, state: Progress) -> str:
+    def _eta(self, state: StudyProgress) -> str:
         done = state.finished
         remaining = self.settings.budget - done
         if done == 0 or remaining <= 0:
@@ -164,7 +165,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _progress_text(state: Progress, budget: int) -> str:
+def _progress_text(state: StudyProgress, budget: int) -> str:
     return (f"{state.finished}/{budget} finished: {state.complete} complete, {state.pruned} pruned; "
             f"{state.running} running, {state.failed} failed")
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from hpo import attrs
 from hpo.study import StudySettings, best_trial, progress
 
 
@@ -120,7 +121,7 @@ class ReportWriter:
         self.study = study
         self.settings = settings
         self.out_dir = Path(out_dir)
-        from hpo.retrain import final_record
+        from hpo.final.record import final_record
 
         self.final = final_record(study)
 
@@ -193,17 +194,17 @@ class ReportWriter:
         names = list(spec.search_space)
         rows = []
         for t in s.get_trials(deepcopy=False):
-            note = t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason") or ""
+            note = t.user_attrs.get(attrs.FAIL_REASON) or t.user_attrs.get(attrs.PRUNED_REASON) or ""
             rows.append([t.number, t.state.name, _num(t.value), *[_num(t.params.get(n)) for n in names],
-                         t.user_attrs.get("epochs", t.last_step), _num(t.user_attrs.get("map75")),
-                         t.user_attrs.get("train_seconds"), note])
+                         t.user_attrs.get(attrs.EPOCHS, t.last_step), _num(t.user_attrs.get("map75")),
+                         t.user_attrs.get(attrs.TRAIN_SECONDS), note])
         parts.append(_table(["#", "state", "value", *names, "epochs", "mAP75", "seconds", "note"], rows))
         parts.append("<p>Also here: <a href='trials.csv'>trials.csv</a> (every trial, Optuna's dataframe). "
                      f"Written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by hpo report.</p>")
         return _PAGE.format(title=_e(f"hpo report: {s.study_name}"), body="\n".join(parts))
 
     def _final_html(self) -> str:
-        from hpo.retrain import summary_lines
+        from hpo.final.record import summary_lines
 
         f = self.final or {}
         rows = []

@@ -10,13 +10,13 @@ import optuna
 from optuna.trial import TrialState
 from PIL import Image
 
-from hpo.report import ReportWriter, _intermediate_values
+from hpo.final.report import ReportWriter, _intermediate_values
 from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join, load_settings
 
 from conftest import tiny_spec_dict
-from final_support import NAME, FinishedStudy, Retrained
+from final_support import NAME, RETRAIN_EPOCHS, FinishedStudy, Retrained
 
 PLOTS = ["optimization_history.png", "param_importances.png", "intermediate_values.png", "parallel_coordinate.png",
          "slice.png", "timeline.png"]
@@ -45,7 +45,7 @@ def test_report_of_a_retrained_study(fin: FinishedStudy, done: Retrained, tmp_pa
     assert (out / "mini_vs_full.png").is_file()
     html = (out / "index.html").read_text()
     best = fin.study().best_trial
-    assert f"Best trial: #{best.number}" in html and "Final models (hpo retrain: 2 epochs on" in html
+    assert f"Best trial: #{best.number}" in html and f"Final models (hpo retrain: {RETRAIN_EPOCHS} epochs on" in html
     assert f"lr0: {best.params['lr0']}" in html
     assert "winner on the full set: trial" in html and "<img src='mini_vs_full.png'" in html
     assert html.count("<tr>") >= 1 + 3 + 1  # trial table: header + 3 trials (+ other tables)

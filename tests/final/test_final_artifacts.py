@@ -9,7 +9,8 @@ import pytest
 from optuna.artifacts import download_artifact, get_all_artifact_meta
 
 from hpo import artifacts
-from hpo.artifacts import ATTR_UPLOAD_ERROR, resolve_dir, upload_trial_files
+from hpo.artifacts import resolve_dir, upload_trial_files
+from hpo.attrs import ARTIFACT_ERROR as ATTR_UPLOAD_ERROR
 
 from final_support import FinishedStudy
 
@@ -45,21 +46,15 @@ def test_artifact_folder_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert resolve_dir("here", None) == tmp_path / "here"  # the flag beats the environment
 
 
-def test_uploads_are_off_outside_commands_and_never_fail_a_trial(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_only_to_a_given_store_and_never_fail_a_trial(tmp_path: Path) -> None:
     (tmp_path / "hyp.yaml").write_text("lr0: 0.01\n")
     study = optuna.create_study()
-    monkeypatch.setenv(artifacts.ENV_VAR, "")  # unset for hpo, and restored after the test
     trial = study.ask()
-    assert upload_trial_files(trial, tmp_path) == []  # library use: no store activated, nothing written
-    artifacts.activate(None)
-    assert upload_trial_files(trial, tmp_path) == []  # HPO_ARTIFACTS=off
+    assert upload_trial_files(trial, tmp_path, None) == []  # uploads off: nothing written
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    artifacts.activate(blocker)
-    assert upload_trial_files(trial, tmp_path) == []  # the store cannot be created: noted, not raised
+    assert upload_trial_files(trial, tmp_path, blocker) == []  # the store cannot be created: noted, not raised
     assert "FileExistsError" in study.trials[0].user_attrs[ATTR_UPLOAD_ERROR]
-    artifacts.activate(tmp_path / "store")
-    assert len(upload_trial_files(trial, tmp_path)) == 1  # results.csv absent: only hyp.yaml
+    assert len(upload_trial_files(trial, tmp_path, tmp_path / "store")) == 1  # results.csv absent: only hyp.yaml
     study.tell(trial, 1.0)
     assert [m.filename for m in get_all_artifact_meta(study.trials[0], storage=study._storage)] == ["hyp.yaml"]

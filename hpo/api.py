@@ -1,0 +1,191 @@
+"""hpo as a library: what the CLI does, as functions a notebook or a test can call.
+
+The ``hpo`` commands are a thin layer over these: they parse options, call one function here and
+print its result. Everything raises :class:`~hpo.errors.HpoError` for bad input, like the CLI.
+
+    import hpo
+    summary = hpo.launch("demo", sampler="ga", workers=2)     # create or join, train until the budget
+    study = hpo.load("demo")                                   # an optuna.Study plus hpo's settings
+    hpo.export("demo", "hyp.yaml")                             # the best trial for `yolo train cfg=`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hpo import attrs
+from hpo.errors import HpoError
+from hpo.study import StudySettings
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    """A study read back from a storage: Optuna's study object and what hpo stored with it."""
+
+    study: optuna.Study
+    settings: StudySettings
+    storage_url: str
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def summary(self) -> dict[str, Any]:
+        return study_summary(self.study, self.settings)
+
+
+def open_storage(storage: str | None = None, **kwargs: Any) -> tuple[optuna.storages.RDBStorage, str]:
+    """The storage behind ``storage`` (URL, SQLite path, else ``$HPO_STORAGE``/the default) and its URL."""
+    from hpo.storage import open_storage as _open, resolve_url
+
+    url = resolve_url(storage)
+    return _open(url, **kwargs), url
+
+
+def load(study: str, storage: str | None = None) -> LoadedStudy:
+    """Study ``study`` from the storage, with its stored spec, sampler, pruner and budget."""
+    from hpo.study import load_settings
+
+    rdb, url = open_storage(storage)
+    settings = load_settings(rdb, study)
+    return LoadedStudy(optuna.load_study(study_name=study, storage=rdb), settings, url)
+
+
+def study_names(storage: str | None = None) -> list[str]:
+    from hpo.study import study_names as names
+
+    rdb, _ = open_storage(storage)
+    return names(rdb)
+
+
+def artifact_dir(explicit: str | Path | None, storage_url: str) -> Path | None:
+    """The artifact folder for this storage (None: uploads off); see :mod:`hpo.artifacts`."""
+    from hpo.artifacts import resolve_dir
+
+    return resolve_dir(explicit, storage_url)
+
+
+def check_study_files(spec: Any, source: str) -> None:
+    """Data yaml, weights and dataset checked before any worker trains."""
+    from hpo.data.check import check_dataset
+
+    spec.check_files(source)
+    check_dataset(spec.resolved_data())
+
+
+def launch(study: str | Path, *, storage: str | None = None, sampler: str | None = None,
+           pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
+           gpus: list[str] | None = None, workers_per_gpu: int = 1, allow_spec_change: bool = False,
+           studies_dir: str | Path = "studies", create_only: bool = False, options: Any = None,
+           console: Any = None, check_data: bool = True) -> dict[str, Any]:
+    """Create or join a study and run local worker processes until it has its budget of trials.
+
+    ``study`` is a study name (looked up in ``studies_dir``) or a YAML path. ``options`` is a
+    :class:`~hpo.search.worker.WorkerOptions` for the workers. Returns the study summary; its
+    ``worker_errors`` counts workers that exited with an error.
+    """
+    from rich.console import Console
+
+    from hpo.offline import configure_offline
+    from hpo.search.launch import Launcher, plan_workers
+    from hpo.search.worker import WorkerOptions
+    from hpo.spec import find_spec_file, load_spec
+    from hpo.storage import mask_url
+    from hpo.study import create_or_join
+
+    spec_path = find_spec_file(str(study), studies_dir)
+    spec = load_spec(spec_path)
+    console = console or Console(stderr=True, quiet=True)
+    if check_data and (options is None or options.trainer == "yolo"):
+        check_study_files(spec, str(spec_path))
+    configure_offline()
+    rdb, url = open_storage(storage)
+    options = options or WorkerOptions(artifacts=artifact_dir(None, url))
+    settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials,
+                              allow_spec_change=allow_spec_change)
+    the_study = optuna.load_study(study_name=spec.name, storage=rdb)
+    if create_only:
+        console.print(f"study [bold]{spec.name}[/] ready on {mask_url(url)}: sampler {settings.sampler}, pruner "
+                      f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
+                      f"{spec.name}`")
+        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url)}
+    plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
+    console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
+                  f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
+                  f"{'CPU' if plans[0].device == 'cpu' else 'GPU'}")
+    if spec.base_import is not None:  # YOLOv5 keys without an Ultralytics meaning: said, not dropped silently
+        for line in spec.base_import.warning_lines():
+            console.print(f"[yellow]warning:[/] {line}")
+    launcher = Launcher(study=the_study, settings=settings, storage_url=url, plans=plans, options=options,
+                        console=console)
+    launcher.start()
+    errors = launcher.wait()
+    return {**study_summary(the_study, settings), "worker_errors": errors, "storage": mask_url(url),
+            "logs": str(launcher.log_dir())}
+
+
+def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
+    """What ``hpo status`` and ``hpo launch --json`` say about a study."""
+    from hpo.search.objective import METRIC_NAMES
+    from hpo.study import best_trial, progress
+
+    state = progress(study)
+    best = best_trial(study)
+    return {
+        "study": study.study_name,
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "objective": settings.spec.objective.model_dump(),
+        "budget": settings.budget,
+        "warnings": settings.spec.base_import.warning_lines() if settings.spec.base_import else [],
+        "final": study.user_attrs.get(attrs.STUDY_FINAL),
+        "trials": {"finished": state.finished, "complete": state.complete, "pruned": state.pruned,
+                   "failed": state.failed, "running": state.running, "waiting": state.waiting},
+        "best": None if best is None else {
+            "number": best.number, "value": best.value, "params": best.params,
+            "metrics": {k: best.user_attrs.get(k) for k in METRIC_NAMES},
+        },
+    }
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: state, value, params, epochs and why it ended."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({
+            "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+            "epochs": t.user_attrs.get(attrs.EPOCHS), "last_step": t.last_step,
+            "train_seconds": t.user_attrs.get(attrs.TRAIN_SECONDS),
+            "reason": t.user_attrs.get(attrs.FAIL_REASON) or t.user_attrs.get(attrs.PRUNED_REASON),
+            "worker": t.user_attrs.get(attrs.WORKER),
+        })
+    return rows
+
+
+def export(study: str, output: str | Path | None = None, *, trial: int | None = None, fmt: str = "ultralytics",
+           final: bool = False, storage: str | None = None) -> tuple[str, str]:
+    """The best (or ``trial``'s, or the retrained winner's) training config as YAML text.
+
+    Written atomically to ``output`` when given. Returns the text and a phrase saying what it is.
+    """
+    from hpo.final.export import FORMATS, pick_trial, render, render_final, write_atomic
+
+    if fmt not in FORMATS:
+        raise HpoError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
+    if final and trial is not None:
+        raise HpoError("give either --trial or --final", field="--final")
+    loaded = load(study, storage)
+    if final:
+        text, winner = render_final(loaded.study, loaded.settings, fmt)
+        what = f"final model: trial {winner['trial']}, full-set value {winner['full_value']:.5f}"
+    else:
+        chosen = pick_trial(loaded.study, trial)
+        text = render(loaded.study, loaded.settings, chosen, fmt)
+        what = f"trial {chosen.number}, value {chosen.value:.5f}"
+    if output is not None and str(output) != "-":
+        write_atomic(Path(output), text)
+    return text, what

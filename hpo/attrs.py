@@ -1,0 +1,56 @@
+"""Every study and trial attribute key hpo writes, and what a retried trial inherits.
+
+Attributes are hpo's record in the storage: later commands (``status``, ``export``, ``retrain``,
+``report``) and the dashboard read them back, possibly with another version of hpo, so the keys
+live here, in one place, and nowhere as string literals. Keys without the ``hpo:`` prefix are the
+ones users see on the dashboard next to Optuna's own columns (metrics, epochs, reasons).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# --- study attributes (user attrs of the study) -----------------------------------------------
+STUDY_SPEC = "hpo:spec"  # the validated study spec (JSON)
+STUDY_SAMPLER = "hpo:sampler"
+STUDY_PRUNER = "hpo:pruner"
+STUDY_BUDGET = "hpo:trials"  # study-wide budget of finished trials (key kept for stored studies)
+STUDY_OBJECTIVE = "hpo:objective"
+STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`
+STUDY_ARTIFACT_ERROR = "hpo:artifact_error"
+
+# --- trial user attributes: how and where one run of a trial happened ---------------------------
+BASE_TRIAL = "hpo:base"  # marks the enqueued base hyps (trial 0)
+WORKER = "hpo:worker"  # "host#index" of the worker that ran it
+DIR = "hpo:dir"  # the trial's run folder (weights, results.csv, hyp.yaml)
+EPOCH_METRICS = "hpo:epoch_metrics"  # every epoch's metrics so far, for resuming
+RETRY_OF = "hpo:retry_of"  # the trial number this one retries
+RESUME_FROM = "hpo:resume_from"  # checkpoint a retry continues from
+RESUMED = "hpo:resumed"  # where a retry really resumed from (or why it restarted)
+SURPLUS = "hpo:surplus"  # lost the race for the last budget slot: nothing trained
+ARTIFACT_ERROR = "hpo:artifact_error"  # artifact upload failed (the training still counts)
+FAIL_REASON = "fail_reason"
+PRUNED_REASON = "pruned_reason"
+EPOCHS = "epochs"
+TRAIN_SECONDS = "train_seconds"
+WEIGHT_BYTES = "weight_bytes"
+FINAL_METRICS = "final_metrics"  # Ultralytics' final validation of best.pt
+LAST_EPOCH_METRICS = "last_epoch_metrics"
+# The best epoch's metrics are stored under the metric names themselves (see METRIC_NAMES in
+# hpo.search.objective): precision, recall, map50, map75, map50-95, fitness.
+
+# --- trial system attributes ---------------------------------------------------------------------
+RETRY_HISTORY = "retry_history"  # numbers of the failed trials this retry descends from
+FAILED_TRIAL = "failed_trial"  # the first trial of that history (Optuna's own key)
+FIXED_PARAMS = "fixed_params"  # Optuna: params of an enqueued trial
+GA_PROPOSAL = "ga:proposal"  # the GA's claim on a point, recorded the moment it proposes it
+
+#: What a retried trial takes over from the trial it retries: the user attributes that describe its
+#: hyps and history. Everything else describes one run (where, how far, why it ended, what an upload
+#: said) and must start afresh, or a retry would show its predecessor's failure as its own.
+INHERITED_BY_RETRY = frozenset({BASE_TRIAL})
+
+
+def inherited(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The user attributes a retry of a trial with ``user_attrs`` starts with."""
+    return {k: v for k, v in user_attrs.items() if k in INHERITED_BY_RETRY}

@@ -1,0 +1,207 @@
+"""The search commands: ``launch``, ``worker``, ``status``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import zlib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpo import api
+from hpo.cli.final import print_final
+from hpo.cli.options import (ArtifactsOpt, CurveSecondsOpt, GraceOpt, HeartbeatOpt, JsonOpt, KeepOpt, MaxRetryOpt,
+                             PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
+from hpo.errors import HpoError
+from hpo.search.retry import DEFAULT_MAX_RETRY
+from hpo.search.worker import DEFAULT_KEEP, WorkerOptions
+from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
+
+
+def launch(
+    study: Annotated[str, typer.Option("--study", help="study name (looked up in ./studies/) or a study YAML path")],
+    sampler: Annotated[Optional[SamplerName], typer.Option(help="default: the study file's")] = None,
+    pruner: Annotated[Optional[PrunerName], typer.Option(help="default: the study file's")] = None,
+    storage: StorageOpt = None,
+    workers: Annotated[int, typer.Option(help="CPU worker processes (ignored on GPUs: one per GPU)", min=1)] = 1,
+    trials: Annotated[Optional[int], typer.Option(help="study-wide budget of finished trials (default: the study file's)", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="base seed; each worker derives its own")] = 0,
+    device: Annotated[Optional[str], typer.Option(help="'cpu' to force CPU (default: every visible GPU, else CPU)")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="comma-separated GPU indices, one worker each, e.g. 0,1,2,3")] = None,
+    workers_per_gpu: Annotated[int, typer.Option(min=1)] = 1,
+    runs_dir: RunsDirOpt = Path("runs"),
+    keep: KeepOpt = DEFAULT_KEEP,
+    allow_spec_change: Annotated[bool, typer.Option(help="join a study whose stored spec differs, replacing it")] = False,
+    artifacts: ArtifactsOpt = None,
+    studies_dir: Annotated[Path, typer.Option(help="where study names are looked up")] = Path("studies"),
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary at the end")] = False,
+    heartbeat_interval: HeartbeatOpt = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
+    max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
+    create_only: Annotated[bool, typer.Option(help="create or join the study, start no worker (for `hpo worker` elsewhere)")] = False,
+    trainer: TrainerOpt = "yolo",
+    curve_epoch_seconds: CurveSecondsOpt = 0.0,
+) -> None:
+    """Create or join a study and run local workers until it has its budget of trials.
+
+    Run it again (or `hpo worker` on other machines) to add workers to the same study; a killed
+    launch loses nothing: start it again and it carries on.
+    """
+    from hpo.storage import mask_url, resolve_url
+
+    url = resolve_url(storage)
+    options = WorkerOptions(seed=seed, runs_dir=runs_dir.resolve(), keep=keep, heartbeat_interval=heartbeat_interval,
+                            grace_period=grace_period, max_retry=max_retry,
+                            artifacts=api.artifact_dir(artifacts, url), trainer=trainer,
+                            curve_epoch_seconds=curve_epoch_seconds)
+    console = Console(stderr=True, quiet=as_json)
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
+                         workers=workers, device=device, gpus=gpu_list, workers_per_gpu=workers_per_gpu,
+                         allow_spec_change=allow_spec_change, studies_dir=studies_dir, create_only=create_only,
+                         options=options, console=console)
+    if create_only:
+        return
+    if as_json:
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("worker_errors", "storage", "logs")},
+                         indent=2))
+    else:
+        t, best = summary["trials"], summary.get("best")
+        console.print(f"{t['finished']}/{summary['budget']} trials finished ({t['complete']} complete, "
+                      f"{t['pruned']} pruned, {t['failed']} failed)"
+                      + (f"; best {best['value']:.5f} in trial {best['number']}: {best['params']}" if best else ""))
+        console.print(f"next: hpo export --study {summary['study']}" + (f" --storage '{mask_url(url)}'" if storage else ""))
+    if summary["worker_errors"]:
+        raise HpoError(f"{summary['worker_errors']} worker(s) exited with an error; see {summary['logs']}")
+    if summary["trials"]["finished"] < summary["budget"]:
+        raise typer.Exit(1)
+
+
+def worker(
+    study: Annotated[str, typer.Option("--study", help="name of a study created by `hpo launch`")],
+    storage: StorageOpt = None,
+    seed: Annotated[int, typer.Option(help="base seed (combined with --worker-index)")] = 0,
+    worker_index: Annotated[Optional[int], typer.Option(help="distinct per worker; default from host and pid")] = None,
+    device: Annotated[Optional[str], typer.Option(help="'cpu' or a CUDA index such as 0 (default: 0 if CUDA, else cpu)")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    keep: KeepOpt = DEFAULT_KEEP,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every trial")] = False,
+    artifacts: ArtifactsOpt = None,
+    heartbeat_interval: HeartbeatOpt = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
+    max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
+    workers_per_machine: Annotated[int, typer.Option(help="trainings sharing this machine (sizes the data "
+                                                     "loaders)", min=1)] = 1,
+    trainer: TrainerOpt = "yolo",
+    curve_epoch_seconds: CurveSecondsOpt = 0.0,
+) -> None:
+    """Run one worker on an existing study (on this or any other machine) until its budget is reached.
+
+    The study's spec, sampler and pruner come from the storage: only the data and weights paths must
+    exist on this machine. SIGTERM/SIGINT stop it after the current batch and re-queue the trial.
+    """
+    from hpo.offline import configure_offline
+    from hpo.search.retry import RequeueTrial
+    from hpo.search.samplers import create_sampler, worker_seed
+    from hpo.search.worker import Worker, install_signal_handlers, load_worker_study
+    from hpo.storage import resolve_url
+    from hpo.study import load_settings
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    stop_event = threading.Event()
+    install_signal_handlers(stop_event)
+    configure_offline()
+    url = resolve_url(storage)
+    options = WorkerOptions(seed=seed, runs_dir=runs_dir.resolve(), keep=keep, heartbeat_interval=heartbeat_interval,
+                            grace_period=grace_period, max_retry=max_retry,
+                            artifacts=api.artifact_dir(artifacts, url), workers_per_machine=workers_per_machine,
+                            trainer=trainer, curve_epoch_seconds=curve_epoch_seconds)
+    requeue = RequeueTrial(options.max_retry)
+    rdb, _ = api.open_storage(url, heartbeat_interval=options.heartbeat_interval,
+                              grace_period=options.grace_period, stale_trial_callback=requeue)
+    settings = load_settings(rdb, study)
+    if options.trainer == "yolo":
+        settings.spec.check_files(f"study {study!r}")
+    if worker_index is None:
+        worker_index = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
+    name = f"{socket.gethostname()}#{worker_index}"
+    if device is None:
+        import torch
+
+        device = "0" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and "OMP_NUM_THREADS" in os.environ:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    sampler = create_sampler(settings.sampler, settings.spec, worker_seed(options.seed, worker_index))
+    the_study = load_worker_study(rdb, settings, sampler)
+    runner: Any
+    if options.trainer == "curve":
+        from hpo.testing.curves import LearningCurveTrainer
+
+        runner = LearningCurveTrainer(settings.spec, runs_dir=options.runs_dir,
+                                      epoch_seconds=options.curve_epoch_seconds, stop_event=stop_event)
+    else:
+        from hpo.search.trial_runner import TrialRunner
+
+        runner = TrialRunner(settings.spec, runs_dir=options.runs_dir, device=device, stop_event=stop_event,
+                             artifact_dir=options.artifacts, workers_per_machine=options.workers_per_machine)
+    summary = Worker(the_study, settings, runner, name=name, runs_dir=options.runs_dir, keep=options.keep,
+                     stop_event=stop_event, requeue=requeue).run()
+    logging.getLogger("hpo.worker").info("[%s] done: %s%s", name, summary.trials,
+                                         " (stopped by signal)" if summary.stopped else "")
+
+
+def status(
+    study: Annotated[Optional[str], typer.Option("--study", help="show one study's trials")] = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Studies and trials at a glance."""
+    names = [study] if study else api.study_names(storage)
+    summaries = []
+    for name in names:
+        loaded = api.load(name, storage)
+        summary = loaded.summary()
+        if study:
+            summary["trial_table"] = api.trial_rows(loaded.study)
+        summaries.append(summary)
+    if as_json:
+        print(json.dumps(summaries[0] if study else summaries, indent=2, default=str))
+        return
+    console = Console()
+    if not summaries:
+        console.print("no studies in this storage (start one with `hpo launch --study NAME`)")
+        return
+    overview = Table(title="studies")
+    for col in ("study", "sampler", "pruner", "finished/budget", "complete", "pruned", "failed", "running", "best"):
+        overview.add_column(col)
+    for s in summaries:
+        t = s["trials"]
+        best = s["best"]
+        overview.add_row(s["study"], s["sampler"], s["pruner"], f"{t['finished']}/{s['budget']}",
+                         str(t["complete"]), str(t["pruned"]), str(t["failed"]), str(t["running"]),
+                         f"{best['value']:.5f} (#{best['number']})" if best else "-")
+    console.print(overview)
+    if study:
+        trials = Table(title=f"trials of {study}")
+        for col in ("#", "state", "value", "epochs", "params", "note"):
+            trials.add_column(col)
+        for r in summaries[0]["trial_table"]:
+            params = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+            trials.add_row(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.5f}",
+                           str(r["epochs"] or r["last_step"] or "-"), params, r["reason"] or "")
+        console.print(trials)
+        if summaries[0].get("final"):
+            print_final(console, summaries[0]["final"])
+        for line in summaries[0].get("warnings", []):
+            console.print(f"[yellow]warning:[/] {line}")

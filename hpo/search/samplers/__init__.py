@@ -1,0 +1,80 @@
+"""Samplers by name: the one registry ``--sampler``, study files and workers share.
+
+YOLOv5's GA and Optuna's own samplers, configured for many parallel workers. Adding a sampler means
+adding one entry to :data:`SAMPLERS`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Callable
+
+import optuna
+from optuna.samplers import BaseSampler
+
+from hpo.search.samplers.ga import YoloV5GASampler
+
+if TYPE_CHECKING:
+    from hpo.spec import StudySpec
+
+__all__ = ["SAMPLERS", "YoloV5GASampler", "create_sampler", "worker_seed"]
+
+SamplerFactory = Callable[["StudySpec", "int | None"], BaseSampler]
+
+
+def _ga(spec: StudySpec, seed: int | None) -> BaseSampler:
+    return YoloV5GASampler(spec.distributions(), spec.gains(), spec.base_params(), seed=seed)
+
+
+def _tpe(spec: StudySpec, seed: int | None) -> BaseSampler:
+    # constant_liar: a running trial counts as a bad result, so parallel workers spread out.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=False, constant_liar=True,
+                                      n_startup_trials=5)
+
+
+def _cmaes(spec: StudySpec, seed: int | None) -> BaseSampler:
+    # The base hyps reach CMA-ES as the enqueued first trial (its x0 is deprecated).
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, n_startup_trials=1)
+
+
+def _nsga2(spec: StudySpec, seed: int | None) -> BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+
+
+def _gp(spec: StudySpec, seed: int | None) -> BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5, deterministic_objective=False)
+
+
+def _random(spec: StudySpec, seed: int | None) -> BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+#: name -> factory; the order is the one ``--help`` shows.
+SAMPLERS: dict[str, SamplerFactory] = {
+    "ga": _ga,
+    "tpe": _tpe,
+    "cmaes": _cmaes,
+    "nsga2": _nsga2,
+    "gp": _gp,
+    "random": _random,
+}
+
+
+def create_sampler(name: str, spec: StudySpec, seed: int | None) -> BaseSampler:
+    """The sampler ``name`` for ``spec``; ``seed`` must differ per worker (see :func:`worker_seed`).
+
+    Optuna's samplers get the base hyps as the study's first, enqueued trial (see
+    :func:`hpo.study.create_or_join`); the GA breeds from them directly.
+    """
+    try:
+        factory = SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return factory(spec, seed)
+
+
+def worker_seed(seed: int, worker_index: int) -> int:
+    """A distinct, reproducible seed per worker: equal seeds make parallel workers propose twins."""
+    return (seed * 1_000_003 + worker_index * 7919) % (2**31 - 1)
