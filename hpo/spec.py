@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import optuna
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from hpo import hyps
-from hpo.errors import HpoError
+from hpo import yamlio
+from hpo.errors import HpoError, shown
 
 SAMPLERS = ("ga", "tpe", "cmaes", "nsga2", "gp", "random")
 PRUNERS = ("hyperband", "median", "sha", "none")
@@ -198,11 +198,11 @@ class StudySpec(_Strict):
                 try:
                     internal = dist.to_internal_repr(value)
                 except Exception:
-                    raise ValueError(f"base.{name}: {value!r} is not a valid value of the search space")
+                    raise ValueError(f"base.{name}: {shown(value)} is not a valid value of the search space")
                 if not dist._contains(internal):
                     origin = (f" (from base_from {self.base_import.source})"
                               if self.base_import and name in self.base_import.imported else "")
-                    raise ValueError(f"base.{name}: {value!r} lies outside the search space{origin}")
+                    raise ValueError(f"base.{name}: {shown(value)} lies outside the search space{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
         for name in self.search_space:
@@ -304,7 +304,7 @@ def _format_error(err: dict[str, Any]) -> tuple[str, str]:
     elif err.get("type") == "missing":
         msg = "required field is missing"
     if "input" in err and err.get("type", "").endswith(("_type", "_parsing")):
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {shown(err['input'])})"
     return field or "<root>", msg
 
 
@@ -320,19 +320,11 @@ def parse_spec(data: Any, source: str | Path = "<spec>") -> StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Load and validate a study YAML file (``yaml.safe_load``, never the full loader)."""
+    """Load and validate a study YAML file (:func:`hpo.yamlio.load`: safe, size and aliases bounded)."""
     path = Path(path)
     if not path.is_file():
         raise HpoError("study file not found", path=path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HpoError(f"not valid YAML: {problem}", path=path, field=where) from None
-    return parse_spec(data, path)
+    return parse_spec(yamlio.load(path), path)
 
 
 def find_spec_file(study: str, studies_dir: str | Path = "studies") -> Path:
