@@ -119,6 +119,11 @@ class Retrain(_Strict):
     top_k: int = Field(default=1, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="training arguments overriding the study's")
 
+    @field_validator("train")
+    @classmethod
+    def _valid_args(cls, named: dict[str, Any]) -> dict[str, Any]:
+        return _check_training_args(named)
+
 
 class BaseImport(_Strict):
     """What a YOLOv5 hyp file given as ``base_from`` brought in: kept with the study, so the file is
@@ -181,18 +186,32 @@ class StudySpec(_Strict):
                                    "dropped": found.dropped, "yolov5": found.original}
         return data
 
-    @field_validator("search_space", "train")
+    @field_validator("train")
     @classmethod
-    def _known_args(cls, named: dict[str, Any]) -> dict[str, Any]:
-        for name in named:
+    def _valid_args(cls, named: dict[str, Any]) -> dict[str, Any]:
+        return _check_training_args(named)
+
+    @field_validator("search_space")
+    @classmethod
+    def _valid_space(cls, space: dict[str, Param]) -> dict[str, Param]:
+        for name, param in space.items():
             _check_training_arg(name)
-        return named
+            if isinstance(param, CategoricalParam):
+                values = {f"choices.{i}": choice for i, choice in enumerate(param.choices)}
+            else:
+                values = {"low": param.low, "high": param.high}
+            for where, value in values.items():
+                if (problem := hyps.check_value(name, value)) is not None:
+                    raise ValueError(f"search_space.{name}.{where}: {problem}")
+        return space
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         for name in self.base:
             _check_training_arg(name)
         for name, value in self.base.items():
+            origin = (f" (from base_from {self.base_import.source})"
+                      if self.base_import and name in self.base_import.imported else "")
             if name in self.search_space:
                 dist = self.search_space[name].distribution()
                 try:
@@ -200,9 +219,9 @@ class StudySpec(_Strict):
                 except Exception:
                     raise ValueError(f"base.{name}: {shown(value)} is not a valid value of the search space")
                 if not dist._contains(internal):
-                    origin = (f" (from base_from {self.base_import.source})"
-                              if self.base_import and name in self.base_import.imported else "")
                     raise ValueError(f"base.{name}: {shown(value)} lies outside the search space{origin}")
+            if (problem := hyps.check_value(name, value)) is not None:
+                raise ValueError(f"base.{name}: {problem}{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
         for name in self.search_space:
@@ -278,6 +297,17 @@ def _find_relative(raw: str, source: Any) -> Path:
         if beside.exists():
             path = beside
     return path.resolve()
+
+
+def _check_training_args(named: dict[str, Any]) -> dict[str, Any]:
+    """Names and values of fixed training arguments (``train``, ``retrain.train``), as Ultralytics
+    would check them in ``model.train()``: a bad value fails the study on load, not every trial."""
+    for name in named:
+        _check_training_arg(name)
+    for name, value in named.items():
+        if (problem := hyps.check_value(name, value)) is not None:
+            raise ValueError(f"{name}: {problem}")
+    return named
 
 
 def _check_training_arg(name: str) -> None:

@@ -102,7 +102,8 @@ def test_huge_study_file_is_refused_without_parsing(tmp_path: Path, capsys) -> N
     assert err.strip() == f"hpo: error: {path}: file is 47.7 MiB, more than the 1 MiB a YAML input may have"
 
 
-@pytest.mark.parametrize("field,message", [("trials", "trials: Input should be a valid integer")])
+@pytest.mark.parametrize("field,message", [("trials", "trials: Input should be a valid integer"),
+                                           ("weight_decay", "train.weight_decay: ")])
 def test_long_values_are_not_echoed_whole(tmp_path: Path, capsys, field: str, message: str) -> None:
     data = copy.deepcopy(DEMO)
     (data if field == "trials" else data["train"])[field] = "x" * 500_000
