@@ -18,6 +18,8 @@ COPY pyproject.toml README.md ./
 COPY hpo ./hpo
 RUN pip install torch==2.14.1 torchvision==0.29.1 && pip install .
 COPY studies ./studies
+# The worker wrapper of the Kubernetes Job (deploy/k8s/workers-job.yaml): hands SIGTERM on.
+COPY deploy/hpo-worker.sh /usr/local/bin/hpo-worker
 
 # Data, runs, weights and the SQLite/artifact storage are volumes (see docker-compose.yml).
 VOLUME ["/app/datasets", "/app/runs", "/app/weights", "/app/storage"]

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := datasets/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install test-deps demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ demo: install
 	$(BIN)/hpo export --study demo -o runs/demo/hyp.yaml
 	$(BIN)/hpo status --study demo
 
-test: install
+# System tools the tests drive (chromium, chromedriver, docker-compose, shellcheck): installed from
+# Debian when missing, silent when present.
+test-deps:
+	@bash tools/test-deps.sh
+
+test: install test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: install

@@ -8,6 +8,28 @@ never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+#: Longest repr of a user's value an error message quotes, and longest message at all: an error
+#: line must stay a line even when the input was a megabyte string or an expanded alias bomb.
+MAX_SHOWN = 80
+MAX_MESSAGE = 1000
+
+
+def shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting user input in an error line.
+
+    Containers are cut while they are rendered, so even a huge (or shared-reference) structure
+    costs no more than ``limit`` characters of work.
+    """
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxlevel = 3
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class HpoError(Exception):
@@ -24,4 +46,7 @@ class HpoError(Exception):
             where += ": "
         elif field:
             where = f"{field}: "
+        message = " ".join(str(message).splitlines())
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         super().__init__(f"{where}{message}")

@@ -1,13 +1,15 @@
 """What Ultralytics accepts as training arguments, and YOLOv5's GA table mapped onto it.
 
-Read without importing Ultralytics (which pulls in torch): the argument names come from the
-package's own ``cfg/default.yaml`` so they track the installed version.
+Names are read without importing Ultralytics (which pulls in torch): they come from the package's
+own ``cfg/default.yaml`` so they track the installed version. Values are checked by Ultralytics'
+own ``check_cfg`` (:func:`check_value`), imported offline and only when a spec is validated.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,47 @@ def ultralytics_defaults() -> dict[str, Any]:
 
 def is_training_arg(name: str) -> bool:
     return name in ultralytics_defaults()
+
+
+def _ultralytics_cfg() -> Any:
+    """``ultralytics.cfg``, imported offline (:mod:`hpo.offline`); it pulls in torch, so only on demand."""
+    from hpo.offline import import_ultralytics
+
+    import_ultralytics()
+    import ultralytics.cfg
+
+    return ultralytics.cfg
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Why Ultralytics would refuse ``name: value`` as a training argument, or None if it takes it.
+
+    The types and ranges are Ultralytics' own (``ultralytics.cfg.check_cfg``, strict mode), so a study
+    is refused on load instead of every one of its trials failing in ``model.train()``.
+    """
+    from hpo.errors import shown
+
+    cfg = _ultralytics_cfg()
+    try:
+        cfg.check_cfg({name: value}, hard=True)
+    except TypeError:
+        if value is None:
+            return f"null is not allowed (Ultralytics' default is {shown(ultralytics_defaults().get(name))})"
+        if name in cfg.CFG_INT_KEYS:
+            kind = "an integer"
+        elif name in cfg.CFG_FLOAT_KEYS | cfg.CFG_FRACTION_KEYS or name == "scale":
+            kind = "a number"
+        elif name in cfg.CFG_BOOL_KEYS:
+            kind = "a boolean (true or false)"
+        elif name in cfg.CFG_STR_KEYS:
+            kind = "a string"
+        elif name == "compile":
+            kind = "a boolean or a torch.compile mode"
+        else:
+            kind = "of the type Ultralytics expects"
+        return f"{shown(value)} is not {kind}"
+    except ValueError as exc:
+        # Ultralytics starts with "'name=value' is an invalid value." (the value may be long): say why only.
+        reason = re.sub(r"^'.*?' (?:is an invalid value|is invalid|invalid)\.\s*", "", str(exc), flags=re.S)
+        return f"{shown(value)} is invalid: {reason}"
+    return None

@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import optuna
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from hpo import hyps
-from hpo.errors import HpoError
+from hpo import yamlio
+from hpo.errors import HpoError, shown
 from hpo.optuna_compat import contains
 from hpo.search.pruners import PRUNERS
 from hpo.search.samplers import SAMPLERS
-
 
 
 _ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -122,6 +121,11 @@ class Retrain(_Strict):
     top_k: int = Field(default=1, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="training arguments overriding the study's")
 
+    @field_validator("train")
+    @classmethod
+    def _valid_args(cls, named: dict[str, Any]) -> dict[str, Any]:
+        return _check_training_args(named)
+
 
 class BaseImport(_Strict):
     """What a YOLOv5 hyp file given as ``base_from`` brought in: kept with the study, so the file is
@@ -192,28 +196,42 @@ class StudySpec(_Strict):
             raise ValueError(f"unknown {info.field_name} {name!r} (choose from {', '.join(registry)})")
         return name
 
-    @field_validator("search_space", "train")
+    @field_validator("train")
     @classmethod
-    def _known_args(cls, named: dict[str, Any]) -> dict[str, Any]:
-        for name in named:
+    def _valid_args(cls, named: dict[str, Any]) -> dict[str, Any]:
+        return _check_training_args(named)
+
+    @field_validator("search_space")
+    @classmethod
+    def _valid_space(cls, space: dict[str, Param]) -> dict[str, Param]:
+        for name, param in space.items():
             _check_training_arg(name)
-        return named
+            if isinstance(param, CategoricalParam):
+                values = {f"choices.{i}": choice for i, choice in enumerate(param.choices)}
+            else:
+                values = {"low": param.low, "high": param.high}
+            for where, value in values.items():
+                if (problem := hyps.check_value(name, value)) is not None:
+                    raise ValueError(f"search_space.{name}.{where}: {problem}")
+        return space
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         for name in self.base:
             _check_training_arg(name)
         for name, value in self.base.items():
+            origin = (f" (from base_from {self.base_import.source})"
+                      if self.base_import and name in self.base_import.imported else "")
             if name in self.search_space:
                 dist = self.search_space[name].distribution()
                 try:
                     dist.to_internal_repr(value)
                 except Exception:
-                    raise ValueError(f"base.{name}: {value!r} is not a valid value of the search space")
+                    raise ValueError(f"base.{name}: {shown(value)} is not a valid value of the search space")
                 if not contains(dist, value):
-                    origin = (f" (from base_from {self.base_import.source})"
-                              if self.base_import and name in self.base_import.imported else "")
-                    raise ValueError(f"base.{name}: {value!r} lies outside the search space{origin}")
+                    raise ValueError(f"base.{name}: {shown(value)} lies outside the search space{origin}")
+            if (problem := hyps.check_value(name, value)) is not None:
+                raise ValueError(f"base.{name}: {problem}{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
         for name in self.search_space:
@@ -312,6 +330,17 @@ def _find_relative(raw: str, source: Any) -> Path:
     return path.resolve()
 
 
+def _check_training_args(named: dict[str, Any]) -> dict[str, Any]:
+    """Names and values of fixed training arguments (``train``, ``retrain.train``), as Ultralytics
+    would check them in ``model.train()``: a bad value fails the study on load, not every trial."""
+    for name in named:
+        _check_training_arg(name)
+    for name, value in named.items():
+        if (problem := hyps.check_value(name, value)) is not None:
+            raise ValueError(f"{name}: {problem}")
+    return named
+
+
 def _check_training_arg(name: str) -> None:
     if name in hyps.YOLOV5_ONLY:
         raise ValueError(f"{name}: does not exist in Ultralytics ({hyps.YOLOV5_ONLY[name]})")
@@ -336,7 +365,7 @@ def _format_error(err: dict[str, Any]) -> tuple[str, str]:
     elif err.get("type") == "missing":
         msg = "required field is missing"
     if "input" in err and err.get("type", "").endswith(("_type", "_parsing")):
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {shown(err['input'])})"
     return field or "<root>", msg
 
 
@@ -352,19 +381,11 @@ def parse_spec(data: Any, source: str | Path = "<spec>") -> StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Load and validate a study YAML file (``yaml.safe_load``, never the full loader)."""
+    """Load and validate a study YAML file (:func:`hpo.yamlio.load`: safe, size and aliases bounded)."""
     path = Path(path)
     if not path.is_file():
         raise HpoError("study file not found", path=path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HpoError(f"not valid YAML: {problem}", path=path, field=where) from None
-    return parse_spec(data, path)
+    return parse_spec(yamlio.load(path), path)
 
 
 def find_spec_file(study: str, studies_dir: str | Path = "studies") -> Path:

@@ -18,6 +18,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+from urllib.parse import unquote
 
 import optuna
 from optuna.trial import TrialState
@@ -55,12 +56,46 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+def _password_in(url: str) -> str | None:
+    """The password as written: everything between ``://user:`` and the *last* ``@``.
+
+    Found by hand, not by SQLAlchemy: with an unencoded ``@`` in the password
+    (``postgres:S3c@retPw@host``) SQLAlchemy takes ``S3c`` for the password and ``retPw@host`` for
+    the host, and a URL it cannot parse at all still carries the secret.
+    """
+    _, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    if not sep or not at:
+        return None
+    _, colon, password = userinfo.partition(":")
+    return password if colon else None
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``: the only form we ever print or store."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable storage URL>"
+    password = _password_in(url)
+    if password is None:
+        return url
+    scheme, _, rest = url.partition("://")
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's error, a log line) with the URL masked and no piece of its password left.
+
+    Drivers quote what they parsed, e.g. ``failed to resolve host 'retPw@host'``: so every piece of
+    the password between ``@``s, and its percent-decoded form, is masked too (pieces of three
+    characters or more: shorter ones would mask ordinary words and say nothing of the secret).
+    """
+    text = text.replace(url, mask_url(url))
+    password = _password_in(url)
+    if not password:
+        return text
+    secrets = {password, unquote(password), *password.split("@"), *unquote(password).split("@")}
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _prepare_sqlite(url: str) -> dict[str, Any]:
@@ -236,9 +271,9 @@ def open_storage(
     try:
         kwargs = engine_kwargs_for(url)
     except (ArgumentError, ValueError) as exc:
-        raise HpoError(f"not a valid storage URL {mask_url(url)}: {exc}", field="--storage") from None
+        raise HpoError(f"not a valid storage URL {mask_url(url)}: {scrub(str(exc), url)}", field="--storage") from None
     except sqlite3.Error as exc:
-        raise HpoError(f"cannot open SQLite storage {mask_url(url)}: {exc}", field="--storage") from None
+        raise HpoError(f"cannot open SQLite storage {mask_url(url)}: {scrub(str(exc), url)}", field="--storage") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -251,8 +286,4 @@ def open_storage(
             )
     except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        reason = reason.replace(url, mask_url(url))
-        password = make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise HpoError(f"cannot open storage {mask_url(url)}: {reason}", field="--storage") from None
+        raise HpoError(f"cannot open storage {mask_url(url)}: {scrub(reason, url)}", field="--storage") from None

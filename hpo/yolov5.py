@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from hpo import hyps
+from hpo import hyps, yamlio
+from hpo.errors import HpoError, shown
 
 # Ultralytics training arguments that YOLOv5's train.py takes as command-line flags.
 TRAIN_PY_FLAGS = {"epochs": "--epochs", "imgsz": "--img", "batch": "--batch-size", "optimizer": "--optimizer",
@@ -39,14 +40,14 @@ def read_hyp_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"YOLOv5 hyp file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = yamlio.load(path)
+    except HpoError as exc:
+        raise ValueError(str(exc)) from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path} is not a YOLOv5 hyp file (expected `key: value` lines)")
     bad = [k for k, v in data.items() if not isinstance(k, str) or isinstance(v, (dict, list)) and k != "anchors"]
     if bad:
-        raise ValueError(f"{path}: {bad[0]!r} is not a hyp (expected `key: number` lines)")
+        raise ValueError(f"{path}: {shown(bad[0])} is not a hyp (expected `key: number` lines)")
     return data
 
 

@@ -56,10 +56,24 @@ CASES = [
     (lambda d: d["objective"].update(metric="map90"), "objective.metric: Input should be"),
     (lambda d: d["train"].update(project="x"), "train.project: is set by hpo"),
     (lambda d: d.update(prune_after=50), "prune_after: 50 is more than the 10 training epochs"),
+    # Values, checked by Ultralytics' own check_cfg on load (every trial would fail otherwise).
+    (lambda d: d["train"].update(weight_decay="x"), "train.weight_decay: 'x' is not a number"),
+    (lambda d: d["train"].update(epochs=2.5), "train.epochs: 2.5 is not an integer"),
+    (lambda d: d["train"].update(amp="fp8"), "train.amp: 'fp8' is invalid: Valid 'amp' values are"),
+    (lambda d: d["base"].update(hsv_h="0.5"), "base.hsv_h: '0.5' is not a number"),
+    (lambda d: d["base"].update(fliplr=1.5), "base.fliplr: 1.5 is invalid: Valid 'fliplr' values are between 0.0 and 1.0"),
+    (lambda d: d["search_space"].update(hsv_h={"type": "float", "low": 0.0, "high": 2.0}),
+     "search_space.hsv_h.high: 2.0 is invalid"),
+    (lambda d: d["search_space"].update(optimizer={"type": "categorical", "choices": ["SGD", 3]}),
+     "search_space.optimizer.choices.1: 3 is not a string"),
+    (lambda d: d["retrain"]["train"].update(cos_lrr=False), "retrain.train.cos_lrr: is not an Ultralytics training argument"),
+    (lambda d: d["retrain"]["train"].update(cos_lr="yes"), "retrain.train.cos_lr: 'yes' is not a boolean"),
+    (lambda d: d["retrain"]["train"].update(data="x.yaml"), "retrain.train.data: is set by hpo"),
 ]
 
 
-@pytest.mark.parametrize("mutate,message", CASES, ids=[c[1].split(":")[0] for c in CASES])
+@pytest.mark.parametrize("mutate,message", CASES, ids=[c[1].split(":")[0] + ":" + c[1].split(":")[1][:12]
+                                                     for c in CASES])
 def test_bad_specs_are_one_line_errors(mutate, message: str, tmp_path: Path, capsys) -> None:
     data = copy.deepcopy(DEMO)
     mutate(data)

@@ -19,9 +19,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
-from hpo.errors import HpoError
+from hpo import yamlio
+from hpo.errors import HpoError, shown
 
 #: Ultralytics' image suffixes.
 IMG_FORMATS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm",
@@ -72,7 +71,7 @@ def _names(data: dict, where: Path) -> list[str]:
                            path=where, field="names")
         return [f"class{i}" for i in range(nc)]
     if isinstance(names, dict):
-        keys = sorted(names)
+        keys = sorted(names, key=str)
         if not all(isinstance(k, int) for k in keys) or keys != list(range(len(keys))):
             raise HpoError("as a map, needs the keys 0..n-1", path=where, field="names")
         names = [names[k] for k in keys]
@@ -80,7 +79,7 @@ def _names(data: dict, where: Path) -> list[str]:
         raise HpoError("must be a non-empty list or {id: name} map", path=where, field="names")
     names = [str(n) for n in names]
     if nc is not None and nc != len(names):
-        raise HpoError(f"nc is {nc} but names has {len(names)} entries", path=where, field="nc")
+        raise HpoError(f"nc is {shown(nc)} but names has {len(names)} entries", path=where, field="nc")
     return names
 
 
@@ -107,7 +106,7 @@ def _images(spec: object, root: Path, data_yaml: Path, key: str) -> tuple[list[s
     sources: list[str] = []
     for entry in entries:
         if not isinstance(entry, str) or not entry:
-            raise HpoError(f"expected a path or a list of paths, got {entry!r}", path=data_yaml,
+            raise HpoError(f"expected a path or a list of paths, got {shown(entry)}", path=data_yaml,
                            field=key)
         p = Path(entry).expanduser()
         p = p if p.is_absolute() else root / p
@@ -170,10 +169,7 @@ def check_dataset(data_yaml: Path) -> DatasetSummary:
     data_yaml = Path(data_yaml).expanduser().absolute()
     if not data_yaml.is_file():
         raise HpoError("data yaml not found", path=data_yaml)
-    try:
-        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise HpoError(f"not valid YAML: {str(exc).splitlines()[0]}", path=data_yaml) from None
+    data = yamlio.load(data_yaml)
     if not isinstance(data, dict):
         raise HpoError("must be a mapping with train, val and names", path=data_yaml)
     if "validation" in data and "val" not in data:

@@ -1,6 +1,7 @@
 """`hpo dashboard` in a real headless browser: Debian's chromium driven by selenium, nothing downloaded.
 
-The browser test fails (never skips) when chromium or chromedriver is missing: `.ci/run` installs them.
+The browser test fails (never skips) when chromium or chromedriver is missing: `make test` installs them
+(tools/test-deps.sh).
 Screenshots are kept in pytest's tmp folder (path printed) or in $HPO_TEST_ARTIFACTS when set.
 """
 
@@ -62,7 +63,7 @@ def server(fin: FinishedStudy, done: Retrained) -> Iterator[tuple[str, str]]:
 def _browser(profile: Path):
     assert CHROMIUM.is_file() and CHROMEDRIVER.is_file(), (
         "the dashboard test needs Debian's chromium and chromedriver: "
-        "apt-get install -y chromium chromium-driver (.ci/run does)")
+        "apt-get install -y chromium chromium-driver (`make test` does: tools/test-deps.sh)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
