@@ -249,7 +249,7 @@ class Retrainer:
             model.metrics = {k: _clean(v) for k, v in metrics.items()}
             if model.error is None:
                 try:
-                    model.full_value = objective_value(metrics, self.metric)
+                    model.full_value = _clean(objective_value(metrics, self.metric))  # as rounded as its metrics
                 except ValueError as exc:
                     model.error = str(exc)
         best = save_dir / "weights" / "best.pt"

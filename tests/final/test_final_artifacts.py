@@ -12,7 +12,7 @@ from hpo import artifacts
 from hpo.artifacts import resolve_dir, upload_trial_files
 from hpo.attrs import ARTIFACT_ERROR as ATTR_UPLOAD_ERROR
 
-from final_support import FinishedStudy
+from final_support import SEARCH_EPOCHS, FinishedStudy
 
 
 def test_every_trial_uploaded_its_files(fin: FinishedStudy, tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_every_trial_uploaded_its_files(fin: FinishedStudy, tmp_path: Path) -> N
             got = tmp_path / f"{trial.number}_{name}"
             download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(got))
             assert got.read_bytes() == (run_dir / name).read_bytes()
-        assert len((run_dir / "results.csv").read_text().strip().splitlines()) == 1 + 2  # both epochs
+        assert len((run_dir / "results.csv").read_text().strip().splitlines()) == 1 + SEARCH_EPOCHS  # header + one line per epoch
         assert ATTR_UPLOAD_ERROR not in trial.user_attrs
 
 

@@ -78,7 +78,7 @@ def test_export_final_loads_in_ultralytics(fin: FinishedStudy, done: Retrained, 
     assert cfg.data == str(fin.full_data) and cfg.epochs == RETRAIN_EPOCHS and cfg.cos_lr is False  # the retrain's settings
     for key, value in winner["params"].items():
         assert getattr(cfg, key) == value
-    assert cfg.imgsz == 64 and cfg.optimizer == "SGD"  # the study's fixed arguments
+    assert cfg.imgsz == 128 and cfg.optimizer == "SGD"  # the study's fixed arguments
 
     proc = fin.hpo("export", "--study", NAME, "--storage", fin.url, "--final", "--trial", "1")
     assert proc.returncode == 2 and "either --trial or --final" in proc.stderr
@@ -102,7 +102,7 @@ def test_export_yolov5_has_exactly_yolov5s_keys(fin: FinishedStudy, done: Retrai
         assert f"trial {trial.number}" in comments[0]
         assert "from the study: lr0 (tuned), lrf (tuned), momentum (tuned), warmup_epochs" in text
         assert "study settings without a YOLOv5 equivalent: nbs=8, close_mosaic=0" in text
-        assert ("use: python train.py --hyp <this file> --epochs 2 --img 64 --batch-size 8 --optimizer SGD "
+        assert ("use: python train.py --hyp <this file> --epochs 6 --img 128 --batch-size 8 --optimizer SGD "
                 "--cos-lr") in text
 
     proc = fin.hpo("export", "--study", NAME, "--storage", fin.url, "--format", "yolov5", "--final", "-o", "-")
