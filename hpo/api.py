@@ -38,12 +38,31 @@ class LoadedStudy:
         return study_summary(self.study, self.settings)
 
 
-def open_storage(storage: str | None = None, **kwargs: Any) -> tuple[optuna.storages.RDBStorage, str]:
-    """The storage behind ``storage`` (URL, SQLite path, else ``$HPO_STORAGE``/the default) and its URL."""
-    from hpo.storage import open_storage as _open, resolve_url
+def open_storage(storage: str | None = None, *, create: bool = False,
+                 **kwargs: Any) -> tuple[optuna.storages.RDBStorage, str]:
+    """The storage behind ``storage`` (URL, SQLite path, else ``$HPO_STORAGE``/the default) and its URL.
+
+    Only ``create=True`` (``launch``, ``worker``) may create an SQLite file; every other command
+    fails naming the path it looked at, instead of creating an empty storage there.
+    """
+    from hpo.storage import check_creatable, check_exists, open_storage as _open, resolve_url
 
     url = resolve_url(storage)
+    if create:
+        check_creatable(url)
+    else:
+        check_exists(url)
     return _open(url, **kwargs), url
+
+
+def check_writable(runs_dir: str | Path | None, artifacts: str | Path | None) -> None:
+    """The folders a search writes to, checked before the study is created or joined."""
+    from hpo.paths import check_writable_dir
+
+    if runs_dir is not None:
+        check_writable_dir(Path(runs_dir), "--runs-dir")
+    if artifacts is not None:
+        check_writable_dir(Path(artifacts), "--artifacts")
 
 
 def load(study: str, storage: str | None = None) -> LoadedStudy:
@@ -94,7 +113,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     from hpo.search.launch import Launcher, plan_workers
     from hpo.search.worker import WorkerOptions
     from hpo.spec import find_spec_file, load_spec
-    from hpo.storage import mask_url
+    from hpo.storage import mask_url, resolve_url
     from hpo.study import create_or_join
 
     spec_path = find_spec_file(str(study), studies_dir)
@@ -103,8 +122,10 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     if check_data and (options is None or options.trainer == "yolo"):
         check_study_files(spec, str(spec_path))
     configure_offline()
-    rdb, url = open_storage(storage)
+    url = resolve_url(storage)
     options = options or WorkerOptions(artifacts=artifact_dir(None, url))
+    check_writable(options.runs_dir, options.artifacts)
+    rdb, url = open_storage(url, create=True)
     settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials,
                               allow_spec_change=allow_spec_change)
     the_study = optuna.load_study(study_name=spec.name, storage=rdb)
@@ -187,5 +208,8 @@ def export(study: str, output: str | Path | None = None, *, trial: int | None = 
         text = render(loaded.study, loaded.settings, chosen, fmt)
         what = f"trial {chosen.number}, value {chosen.value:.5f}"
     if output is not None and str(output) != "-":
+        from hpo.paths import check_writable_dir
+
+        check_writable_dir(Path(output).parent, "--output")
         write_atomic(Path(output), text)
     return text, what

@@ -62,6 +62,7 @@ def retrain(
 
     configure_offline()
     loaded = api.load(study, storage)
+    api.check_writable(runs_dir, None)
     settings = loaded.settings
     plan = RetrainPlan.from_spec(settings.spec, top_k=top_k, data=data, epochs=epochs)
     settings.spec.model_copy(update={"data": str(plan.data)}).check_files(f"study {study!r} (retrain)")
@@ -151,8 +152,11 @@ def report(
     """A static report: history, importances, intermediate values, parallel coordinates, mini vs full, trials."""
     from hpo.final.report import ReportWriter, report_json
 
+    from hpo.paths import check_writable_dir
+
     loaded = api.load(study, storage)
     out = output or Path("runs") / study / "report"
+    check_writable_dir(out, "--output")
     written = ReportWriter(loaded.study, loaded.settings, out).write()
     if as_json:
         print(json.dumps(report_json(written), indent=2))

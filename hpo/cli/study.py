@@ -126,7 +126,8 @@ def worker(
                             artifacts=api.artifact_dir(artifacts, url), workers_per_machine=workers_per_machine,
                             trainer=trainer, curve_epoch_seconds=curve_epoch_seconds)
     requeue = RequeueTrial(options.max_retry)
-    rdb, _ = api.open_storage(url, heartbeat_interval=options.heartbeat_interval,
+    api.check_writable(options.runs_dir, options.artifacts)
+    rdb, _ = api.open_storage(url, create=True, heartbeat_interval=options.heartbeat_interval,
                               grace_period=options.grace_period, stale_trial_callback=requeue)
     settings = load_settings(rdb, study)
     if options.trainer == "yolo":
