@@ -99,7 +99,8 @@ def check_study_files(spec: Any, source: str) -> None:
 def launch(study: str | Path, *, storage: str | None = None, sampler: str | None = None,
            pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
            gpus: list[str] | None = None, workers_per_gpu: int = 1, allow_spec_change: bool = False,
-           studies_dir: str | Path = "studies", create_only: bool = False, options: Any = None,
+           allow_budget_cut: bool = False, studies_dir: str | Path = "studies", create_only: bool = False,
+           options: Any = None,
            console: Any = None, check_data: bool = True) -> dict[str, Any]:
     """Create or join a study and run local worker processes until it has its budget of trials.
 
@@ -127,13 +128,16 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     check_writable(options.runs_dir, options.artifacts)
     rdb, url = open_storage(url, create=True)
     settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials,
-                              allow_spec_change=allow_spec_change)
+                              allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut)
+    for change in settings.changes:  # a join that changes the study says so
+        console.print(f"[yellow]warning:[/] study {spec.name}: {change}", soft_wrap=True)
     the_study = optuna.load_study(study_name=spec.name, storage=rdb)
     if create_only:
         console.print(f"study [bold]{spec.name}[/] ready on {mask_url(url)}: sampler {settings.sampler}, pruner "
                       f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
                       f"{spec.name}`")
-        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url)}
+        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
+                "changes": list(settings.changes)}
     plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
                   f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
@@ -146,7 +150,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     launcher.start()
     errors = launcher.wait()
     return {**study_summary(the_study, settings), "worker_errors": errors, "storage": mask_url(url),
-            "logs": str(launcher.log_dir())}
+            "logs": str(launcher.log_dir()), "changes": list(settings.changes)}
 
 
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def launch(
     runs_dir: RunsDirOpt = Path("runs"),
     keep: KeepOpt = DEFAULT_KEEP,
     allow_spec_change: Annotated[bool, typer.Option(help="join a study whose stored spec differs, replacing it")] = False,
+    allow_budget_cut: Annotated[bool, typer.Option(help="accept a --trials below the trials already finished")] = False,
     artifacts: ArtifactsOpt = None,
     studies_dir: Annotated[Path, typer.Option(help="where study names are looked up")] = Path("studies"),
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary at the end")] = False,
@@ -66,7 +67,8 @@ def launch(
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
                          workers=workers, device=device, gpus=gpu_list, workers_per_gpu=workers_per_gpu,
-                         allow_spec_change=allow_spec_change, studies_dir=studies_dir, create_only=create_only,
+                         allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut,
+                         studies_dir=studies_dir, create_only=create_only,
                          options=options, console=console)
     if create_only:
         return
