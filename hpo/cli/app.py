@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hpo`` console script."""
     import optuna
 
+    from hpo.cli.console import widen_help_when_piped
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # quiet by default: our own output says what matters
+    widen_help_when_piped()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="hpo")
     except HpoError as exc:
