@@ -15,7 +15,7 @@ from rich.console import Console
 #: Width of piped output: wide enough that no table column is squeezed or line wrapped.
 PIPE_WIDTH = 10_000
 #: Width of ``--help`` when piped: option names and types whole (help panels fill the width).
-PIPE_HELP_WIDTH = 200
+PIPE_HELP_WIDTH = 160
 
 
 def _sized_by_user() -> bool:

@@ -24,7 +24,7 @@ from hpo import attrs
 from hpo.offline import import_ultralytics
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
 from hpo.search.retry import resume_point
-from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
 
 
 class StopRequested(Exception):
@@ -132,6 +132,13 @@ class TrialRunner:
         args.update({"project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True})
         return args
 
+    def config_text(self, params: dict[str, Any], overrides: dict[str, Any] | None = None,
+                    trial: optuna.Trial | None = None) -> str:
+        """The run's ``hyp.yaml``: the full config, as ``hpo export`` writes it (:func:`~hpo.spec.render_config`)."""
+        what = f"trial {trial.number} of study {self.study_name}" if trial is not None else f"study {self.study_name}"
+        return render_config(self.spec.training_args(params, overrides),
+                             [f"hpo: {what}", "use: yolo train cfg=<this file>"])
+
     def build_model(self, checkpoint: Path | None = None) -> Any:
         import_ultralytics()
         from ultralytics import YOLO
@@ -216,7 +223,8 @@ class TrialRunner:
         if args.get("amp") is True:
             _trust_amp()
         save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # The trial's full training config (what the dashboard serves): `yolo train cfg=hyp.yaml` reruns it.
+        (save_dir / "hyp.yaml").write_text(self.config_text(params, overrides, trial))
         start = time.perf_counter()
         try:
             model.train(**args)
