@@ -9,6 +9,7 @@ decides what is recorded: the runner never talks to the storage beyond ``trial``
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -25,6 +26,14 @@ from hpo.offline import import_ultralytics
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
 from hpo.search.retry import resume_point
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
+
+
+log = logging.getLogger("hpo.search.trial")
+
+
+def log_epoch(trial: optuna.Trial, epoch: int, epochs: int, metric: str, value: float) -> None:
+    """One INFO line per epoch in the worker's log: a trial of many minutes is not silent until it ends."""
+    log.info("trial %d epoch %d/%d %s %.5f", trial.number, epoch, epochs, metric, value)
 
 
 class StopRequested(Exception):
@@ -196,6 +205,7 @@ class TrialRunner:
             record.epoch_metrics.append(metrics)
             if trial is not None:
                 trial.report(value, step)
+                log_epoch(trial, step, trainer.epochs, metric, value)
                 # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
                 trial.set_user_attr(attrs.EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
                                                          for m in record.epoch_metrics])
