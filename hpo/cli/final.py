@@ -165,4 +165,6 @@ def report(
     console = make_console(stderr=True)
     for name, why in written.skipped.items():
         console.print(f"[yellow]not drawn:[/] {name}: {why}")
+    for name, caveat in written.caveats.items():
+        console.print(f"[yellow]caveat:[/] {name}: {caveat}")
     console.print(f"wrote {len(written.files)} files; open {written.index}")
