@@ -81,8 +81,8 @@ def launch(
                       f"{t['pruned']} pruned, {t['failed']} failed)"
                       + (f"; best {best['value']:.5f} in trial {best['number']}: {best['params']}" if best else ""),
                       soft_wrap=True)
-        console.print(f"next: hpo export --study {summary['study']}" + (f" --storage '{mask_url(url)}'" if storage else ""),
-                      soft_wrap=True)
+        where = f" --storage '{mask_url(url)}'" if storage else ""
+        console.print(f"next: hpo export --study {summary['study']}{where}", soft_wrap=True)
     if summary["worker_errors"]:
         raise HpoError(f"{summary['worker_errors']} worker(s) exited with an error; see {summary['logs']}")
     if summary["trials"]["finished"] < summary["budget"]:

@@ -182,24 +182,14 @@ def _scatter(metric: str) -> Callable[[optuna.Study], Any]:
     return draw
 
 
-def _complete_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+def _fewer_than(minimum: int, say: str) -> Callable[[optuna.Study], str | None]:
+    """A check that says ``say`` (formatted with ``n`` and ``minimum``) below ``minimum`` complete trials."""
 
+    def check(study: optuna.Study) -> str | None:
+        n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return None if n >= minimum else say.format(n=n, minimum=minimum)
 
-def _too_few_for_parallel(study: optuna.Study) -> str | None:
-    n = _complete_count(study)
-    if n >= MIN_TRIALS_PARALLEL:
-        return None
-    return (f"only {n} complete trial(s): parallel coordinates need {MIN_TRIALS_PARALLEL} to be readable "
-            "(slice.png shows each hyp)")
-
-
-def _few_for_importances(study: optuna.Study) -> str | None:
-    n = _complete_count(study)
-    if n >= MIN_TRIALS_IMPORTANCES:
-        return None
-    return (f"from only {n} complete trial(s) (fewer than {MIN_TRIALS_IMPORTANCES}): importances this early are "
-            "mostly noise; read them as a hint, not a ranking")
+    return check
 
 
 def _mini_vs_full(record: dict[str, Any]) -> Callable[[optuna.Study], Any]:
@@ -235,11 +225,14 @@ def plots(record: dict[str, Any] | None, metric: str = "objective") -> list[Plot
              "so far", _history(metric)),
         Plot("param_importances.png", "Parameter importances", "how much each hyp explains the objective "
              "(Optuna's default evaluator, complete trials)", vis.plot_param_importances,
-             caveat=_few_for_importances),
+             caveat=_fewer_than(MIN_TRIALS_IMPORTANCES, "from only {n} complete trial(s) (fewer than {minimum}): "
+                                "importances this early are mostly noise; read them as a hint, not a ranking")),
         Plot("intermediate_values.png", "Intermediate values", "objective after every epoch; pruned trials dashed",
              _intermediate_values),
         Plot("parallel_coordinate.png", "Parallel coordinates", "hyps of every complete trial, coloured by objective",
-             vis.plot_parallel_coordinate, skip=_too_few_for_parallel),
+             vis.plot_parallel_coordinate,
+             skip=_fewer_than(MIN_TRIALS_PARALLEL, "only {n} complete trial(s): parallel coordinates need {minimum} "
+                              "to be readable (slice.png shows each hyp)")),
         Plot("slice.png", "Hyps against objective", f"{metric} against each hyp (pruned trials at their last "
              "epoch's value, grey x; the best trial starred)", _scatter(metric)),
         Plot("timeline.png", "Timeline", "when each trial ran, and how it ended", vis.plot_timeline),
