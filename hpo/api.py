@@ -100,8 +100,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
            pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
            gpus: list[str] | None = None, workers_per_gpu: int = 1, allow_spec_change: bool = False,
            allow_budget_cut: bool = False, studies_dir: str | Path = "studies", create_only: bool = False,
-           options: Any = None,
-           console: Any = None, check_data: bool = True) -> dict[str, Any]:
+           options: Any = None, console: Any = None, check_data: bool = True) -> dict[str, Any]:
     """Create or join a study and run local worker processes until it has its budget of trials.
 
     ``study`` is a study name (looked up in ``studies_dir``) or a YAML path. ``options`` is a

@@ -88,10 +88,10 @@ def create_or_join(
             raise HpoError(f"budget {new.budget} is below the {finished} trials study {spec.name!r} has already "
                            f"finished (stored budget {stored.budget}); use --allow-budget-cut to set it anyway",
                            field="--trials")
-        for what, old, value in (("sampler", stored.sampler, new.sampler), ("pruner", stored.pruner, new.pruner),
-                                 ("budget", stored.budget, new.budget)):
-            if old != value:
-                changes.append(f"{what} {old} -> {value}")
+        for what, before, after in (("sampler", stored.sampler, new.sampler), ("pruner", stored.pruner, new.pruner),
+                                    ("budget", stored.budget, new.budget)):
+            if before != after:
+                changes.append(f"{what} {before} -> {after}")
         for key, value in _attrs(spec, new.sampler, new.pruner, new.budget).items():
             study.set_user_attr(key, value)
         _name_metric(study, spec)
