@@ -38,12 +38,31 @@ class LoadedStudy:
         return study_summary(self.study, self.settings)
 
 
-def open_storage(storage: str | None = None, **kwargs: Any) -> tuple[optuna.storages.RDBStorage, str]:
-    """The storage behind ``storage`` (URL, SQLite path, else ``$HPO_STORAGE``/the default) and its URL."""
-    from hpo.storage import open_storage as _open, resolve_url
+def open_storage(storage: str | None = None, *, create: bool = False,
+                 **kwargs: Any) -> tuple[optuna.storages.RDBStorage, str]:
+    """The storage behind ``storage`` (URL, SQLite path, else ``$HPO_STORAGE``/the default) and its URL.
+
+    Only ``create=True`` (``launch``, ``worker``) may create an SQLite file; every other command
+    fails naming the path it looked at, instead of creating an empty storage there.
+    """
+    from hpo.storage import check_creatable, check_exists, open_storage as _open, resolve_url
 
     url = resolve_url(storage)
+    if create:
+        check_creatable(url)
+    else:
+        check_exists(url)
     return _open(url, **kwargs), url
+
+
+def check_writable(runs_dir: str | Path | None, artifacts: str | Path | None) -> None:
+    """The folders a search writes to, checked before the study is created or joined."""
+    from hpo.paths import check_writable_dir
+
+    if runs_dir is not None:
+        check_writable_dir(Path(runs_dir), "--runs-dir")
+    if artifacts is not None:
+        check_writable_dir(Path(artifacts), "--artifacts")
 
 
 def load(study: str, storage: str | None = None) -> LoadedStudy:
@@ -80,8 +99,8 @@ def check_study_files(spec: Any, source: str) -> None:
 def launch(study: str | Path, *, storage: str | None = None, sampler: str | None = None,
            pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
            gpus: list[str] | None = None, workers_per_gpu: int = 1, allow_spec_change: bool = False,
-           studies_dir: str | Path = "studies", create_only: bool = False, options: Any = None,
-           console: Any = None, check_data: bool = True) -> dict[str, Any]:
+           allow_budget_cut: bool = False, studies_dir: str | Path = "studies", create_only: bool = False,
+           options: Any = None, console: Any = None, check_data: bool = True) -> dict[str, Any]:
     """Create or join a study and run local worker processes until it has its budget of trials.
 
     ``study`` is a study name (looked up in ``studies_dir``) or a YAML path. ``options`` is a
@@ -94,7 +113,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     from hpo.search.launch import Launcher, plan_workers
     from hpo.search.worker import WorkerOptions
     from hpo.spec import find_spec_file, load_spec
-    from hpo.storage import mask_url
+    from hpo.storage import mask_url, resolve_url
     from hpo.study import create_or_join
 
     spec_path = find_spec_file(str(study), studies_dir)
@@ -103,16 +122,21 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     if check_data and (options is None or options.trainer == "yolo"):
         check_study_files(spec, str(spec_path))
     configure_offline()
-    rdb, url = open_storage(storage)
+    url = resolve_url(storage)
     options = options or WorkerOptions(artifacts=artifact_dir(None, url))
+    check_writable(options.runs_dir, options.artifacts)
+    rdb, url = open_storage(url, create=True)
     settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials,
-                              allow_spec_change=allow_spec_change)
+                              allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut)
+    for change in settings.changes:  # a join that changes the study says so
+        console.print(f"[yellow]warning:[/] study {spec.name}: {change}", soft_wrap=True)
     the_study = optuna.load_study(study_name=spec.name, storage=rdb)
     if create_only:
         console.print(f"study [bold]{spec.name}[/] ready on {mask_url(url)}: sampler {settings.sampler}, pruner "
                       f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
                       f"{spec.name}`")
-        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url)}
+        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
+                "changes": list(settings.changes)}
     plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
                   f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
@@ -125,7 +149,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     launcher.start()
     errors = launcher.wait()
     return {**study_summary(the_study, settings), "worker_errors": errors, "storage": mask_url(url),
-            "logs": str(launcher.log_dir())}
+            "logs": str(launcher.log_dir()), "changes": list(settings.changes)}
 
 
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
@@ -187,5 +211,8 @@ def export(study: str, output: str | Path | None = None, *, trial: int | None = 
         text = render(loaded.study, loaded.settings, chosen, fmt)
         what = f"trial {chosen.number}, value {chosen.value:.5f}"
     if output is not None and str(output) != "-":
+        from hpo.paths import check_writable_dir
+
+        check_writable_dir(Path(output).parent, "--output")
         write_atomic(Path(output), text)
     return text, what

@@ -320,6 +320,17 @@ class StudySpec(_Strict):
         return self.model_dump(mode="json")
 
 
+def render_config(config: dict[str, Any], header: list[str] | tuple[str, ...] = ()) -> str:
+    """A training config as ``yolo train cfg=FILE`` reads it: ``# `` comment lines, then the arguments.
+
+    The one renderer of Ultralytics configs: a trial's ``hyp.yaml``, ``hpo export`` and the retrain's
+    ``hyp.yaml`` all write :meth:`StudySpec.training_args` through it, so each trains the same thing.
+    """
+    import yaml
+
+    return "".join(f"# {line}\n" for line in header) + yaml.safe_dump(config, sort_keys=False)
+
+
 def _find_relative(raw: str, source: Any) -> Path:
     """A path from a study file: as given (working directory), else next to the study file."""
     path = Path(expand_env(raw)).expanduser()

@@ -287,3 +287,39 @@ def open_storage(
     except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HpoError(f"cannot open storage {mask_url(url)}: {scrub(reason, url)}", field="--storage") from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file behind an SQLite URL; None for a server or an in-memory database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # reported by open_storage
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
+def check_exists(url: str) -> None:
+    """Read-only commands open a storage, never create one: a missing SQLite file is an error naming it.
+
+    Otherwise ``hpo status`` from the wrong folder would create ``./storage/hpo.db`` and report
+    "no studies", which reads as if the studies were gone.
+    """
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        if path.exists():
+            raise HpoError("not an SQLite file", path=path, field="--storage")
+        raise HpoError(f"no storage at {path} (run `hpo launch` first or pass --storage)")
+
+
+def check_creatable(url: str) -> None:
+    """Before ``launch``/``worker`` create anything: the SQLite file's folder can be created and written."""
+    from hpo.paths import check_writable_dir
+
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if path.exists() and not path.is_file():
+        raise HpoError("not a file", path=path, field="--storage")
+    check_writable_dir(path.parent, "--storage")  # SQLite writes its -wal and -shm files next to it

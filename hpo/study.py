@@ -7,8 +7,9 @@ and pruner names, the objective and the trial budget. Later commands (``worker``
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -31,6 +32,8 @@ class StudySettings:
     sampler: str
     pruner: str
     budget: int
+    #: What joining the study changed, as ``"sampler ga -> tpe"`` lines (empty on creation).
+    changes: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str, Any]:
@@ -51,37 +54,69 @@ def create_or_join(
     pruner: str | None = None,
     budget: int | None = None,
     allow_spec_change: bool = False,
+    allow_budget_cut: bool = False,
 ) -> StudySettings:
-    """Create the study (base hyps enqueued as trial 0) or join it, checking the spec matches."""
-    sampler = sampler or spec.sampler
-    pruner = pruner or spec.pruner
-    if sampler not in SAMPLERS:
-        raise HpoError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})", field="--sampler")
-    if pruner not in PRUNERS:
-        raise HpoError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})", field="--pruner")
+    """Create the study (base hyps enqueued as trial 0) or join it, checking the spec matches.
+
+    Joining keeps the stored sampler, pruner and budget unless given (or changed in a replaced spec);
+    whatever a join changes is listed in the returned settings' ``changes`` (``old -> new``), so it
+    is said, not done silently.
+    A budget below the trials already finished is refused unless ``allow_budget_cut``.
+    """
+    for name, registry, option in ((sampler, SAMPLERS, "--sampler"), (pruner, PRUNERS, "--pruner")):
+        if name is not None and name not in registry:
+            raise HpoError(f"unknown {option[2:]} {name!r} (choose from {', '.join(registry)})", field=option)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if spec.name in existing:
         stored = load_settings(storage, spec.name)
-        if stored.spec != spec and not allow_spec_change:
+        changes: list[str] = []
+        if stored.spec != spec:
             diff = _first_difference(stored.spec.to_json(), spec.to_json())
-            raise HpoError(
-                f"study {spec.name!r} exists with a different spec ({diff}); use --allow-spec-change "
-                "to replace the stored spec, or give the study a new name", field="--study")
+            if not allow_spec_change:
+                raise HpoError(
+                    f"study {spec.name!r} exists with a different spec ({diff}); use --allow-spec-change "
+                    "to replace the stored spec, or give the study a new name", field="--study")
+            changes.append(f"spec replaced ({diff})")
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        new_budget = budget or stored.budget
-        for key, value in _attrs(spec, sampler, pruner, new_budget).items():
+        # Not given: the stored value, unless the (replaced) study file itself changed it.
+        old = stored.spec
+        new = StudySettings(spec, sampler or (stored.sampler if spec.sampler == old.sampler else spec.sampler),
+                            pruner or (stored.pruner if spec.pruner == old.pruner else spec.pruner),
+                            budget or (stored.budget if spec.trials == old.trials else spec.trials))
+        finished = progress(study).finished
+        if new.budget < finished and new.budget != stored.budget and not allow_budget_cut:
+            raise HpoError(f"budget {new.budget} is below the {finished} trials study {spec.name!r} has already "
+                           f"finished (stored budget {stored.budget}); use --allow-budget-cut to set it anyway",
+                           field="--trials")
+        for what, before, after in (("sampler", stored.sampler, new.sampler), ("pruner", stored.pruner, new.pruner),
+                                    ("budget", stored.budget, new.budget)):
+            if before != after:
+                changes.append(f"{what} {before} -> {after}")
+        for key, value in _attrs(spec, new.sampler, new.pruner, new.budget).items():
             study.set_user_attr(key, value)
-        return StudySettings(spec, sampler, pruner, new_budget)
+        _name_metric(study, spec)
+        return dataclasses.replace(new, changes=tuple(changes))
 
     direction = spec.objective.direction
     study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction,
                                 load_if_exists=True)
-    budget = budget or spec.trials
-    for key, value in _attrs(spec, sampler, pruner, budget).items():
+    settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials)
+    for key, value in _attrs(spec, settings.sampler, settings.pruner, settings.budget).items():
         study.set_user_attr(key, value)
+    _name_metric(study, spec)
     if spec.base_params() and not study.get_trials(deepcopy=False):
         study.enqueue_trial(spec.base_params(), user_attrs={attrs.BASE_TRIAL: True})
-    return StudySettings(spec, sampler, pruner, budget)
+    return settings
+
+
+def _name_metric(study: optuna.Study, spec: StudySpec) -> None:
+    """The objective's name on the study, so the dashboard says "fitness", not "Objective 0"."""
+    import warnings
+
+    if study.metric_names != [spec.objective.metric]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.objective.metric])
 
 
 def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySettings:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import hpo
+import hpo.api
 from hpo.errors import HpoError
 from hpo.search.worker import WorkerOptions
 
@@ -34,6 +35,10 @@ def test_launch_load_export(tmp_path: Path, toy_data: Path) -> None:
 
 def test_api_errors_are_hpo_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'none.db'}"
+    with pytest.raises(HpoError, match="no storage at .*none.db"):
+        hpo.load("nope", storage=url)  # read-only: a missing storage is not created
+    assert not (tmp_path / "none.db").exists()
+    hpo.api.open_storage(url, create=True)
     with pytest.raises(HpoError, match="no study named 'nope'"):
         hpo.load("nope", storage=url)
     with pytest.raises(HpoError, match="no study file"):

@@ -102,8 +102,9 @@ def prepare(
     if as_json:
         _print_json(report.to_dict() | {"seconds": report.seconds})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from hpo.cli.console import make_console
 
     print(f"{report.out} ({report.seconds:.1f} s)")  # paths are printed whole: rich would wrap them
     table = Table()
@@ -112,7 +113,7 @@ def prepare(
         table.add_column(col, justify="right")
     for row in rows:
         table.add_row(*row)
-    console = Console()
+    console = make_console()
     console.print(table)
     print(f"skipped {len(report.skipped)} file(s), clipped {report.clipped['boxes']} box(es), "
           f"dropped {report.dropped['boxes']} zero-area box(es), ignored "
@@ -133,8 +134,9 @@ def check(
     if as_json:
         _print_json(summary.to_dict())
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from hpo.cli.console import make_console
 
     print(f"{summary.yaml}: OK, {summary.nc} classes")  # whole, never wrapped
     table = Table()
@@ -145,7 +147,7 @@ def check(
     for key, s in summary.splits.items():
         table.add_row(key, str(s.images), str(s.labelled), str(s.backgrounds),
                       *(f"{b} ({i})" for b, i in zip(s.boxes, s.images_per_class)))
-    Console().print(table)
-    err = Console(stderr=True)
+    make_console().print(table)
+    err = make_console(stderr=True)
     for w in summary.warnings:
         err.print(f"warning: {w}", style="yellow", highlight=False)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo import api
+from hpo.cli.console import make_console
 from hpo.cli.options import ArtifactsOpt, ExportFormat, RunsDirOpt, StorageOpt, choice
 from hpo.errors import HpoError
 
@@ -32,7 +33,7 @@ def export(
         sys.stdout.write(text)
         return
     use = f"python train.py --hyp {output} (YOLOv5)" if name == "yolov5" else f"yolo train cfg={output}"
-    Console(stderr=True).print(f"wrote {output} ({what}); train with: {use}")
+    make_console(stderr=True).print(f"wrote {output} ({what}); train with: {use}", soft_wrap=True)
 
 
 def retrain(
@@ -62,11 +63,12 @@ def retrain(
 
     configure_offline()
     loaded = api.load(study, storage)
+    api.check_writable(runs_dir, None)
     settings = loaded.settings
     plan = RetrainPlan.from_spec(settings.spec, top_k=top_k, data=data, epochs=epochs)
     settings.spec.model_copy(update={"data": str(plan.data)}).check_files(f"study {study!r} (retrain)")
     dataset = check_dataset(plan.data)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     for warning in dataset.warnings:
         console.print(f"[yellow]warning:[/] {plan.data}: {warning}")
     if device is None:
@@ -81,8 +83,8 @@ def retrain(
     if as_json:
         print(json.dumps(record, indent=2, default=str))
     else:
-        print_final(Console(), record)
-        console.print(f"next: hpo export --study {study} --final   (files in {record['dir']})")
+        print_final(make_console(), record)
+        console.print(f"next: hpo export --study {study} --final   (files in {record['dir']})", soft_wrap=True)
     if record["winner"] is None:
         raise HpoError("no retrained model succeeded (reasons above)")
 
@@ -126,7 +128,7 @@ def dashboard(
 
     rdb, url = api.open_storage(storage)
     artifact_dir = api.artifact_dir(artifacts, url)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if not is_loopback(host):
         console.print(f"[bold red]warning:[/] {NO_AUTH_WARNING.format(host=host, port=port)}")
     server = create_server(rdb, host=host, port=port, artifact_dir=artifact_dir)
@@ -151,13 +153,18 @@ def report(
     """A static report: history, importances, intermediate values, parallel coordinates, mini vs full, trials."""
     from hpo.final.report import ReportWriter, report_json
 
+    from hpo.paths import check_writable_dir
+
     loaded = api.load(study, storage)
     out = output or Path("runs") / study / "report"
+    check_writable_dir(out, "--output")
     written = ReportWriter(loaded.study, loaded.settings, out).write()
     if as_json:
         print(json.dumps(report_json(written), indent=2))
         return
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     for name, why in written.skipped.items():
         console.print(f"[yellow]not drawn:[/] {name}: {why}")
+    for name, caveat in written.caveats.items():
+        console.print(f"[yellow]caveat:[/] {name}: {caveat}")
     console.print(f"wrote {len(written.files)} files; open {written.index}")

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hpo import api
+from hpo.cli.console import make_console
 from hpo.cli.final import print_final
 from hpo.cli.options import (ArtifactsOpt, CurveSecondsOpt, GraceOpt, HeartbeatOpt, JsonOpt, KeepOpt, MaxRetryOpt,
                              PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
@@ -40,6 +40,7 @@ def launch(
     runs_dir: RunsDirOpt = Path("runs"),
     keep: KeepOpt = DEFAULT_KEEP,
     allow_spec_change: Annotated[bool, typer.Option(help="join a study whose stored spec differs, replacing it")] = False,
+    allow_budget_cut: Annotated[bool, typer.Option(help="accept a --trials below the trials already finished")] = False,
     artifacts: ArtifactsOpt = None,
     studies_dir: Annotated[Path, typer.Option(help="where study names are looked up")] = Path("studies"),
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary at the end")] = False,
@@ -62,11 +63,12 @@ def launch(
                             grace_period=grace_period, max_retry=max_retry,
                             artifacts=api.artifact_dir(artifacts, url), trainer=trainer,
                             curve_epoch_seconds=curve_epoch_seconds)
-    console = Console(stderr=True, quiet=as_json)
+    console = make_console(stderr=True, quiet=as_json)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
                          workers=workers, device=device, gpus=gpu_list, workers_per_gpu=workers_per_gpu,
-                         allow_spec_change=allow_spec_change, studies_dir=studies_dir, create_only=create_only,
+                         allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut,
+                         studies_dir=studies_dir, create_only=create_only,
                          options=options, console=console)
     if create_only:
         return
@@ -77,8 +79,10 @@ def launch(
         t, best = summary["trials"], summary.get("best")
         console.print(f"{t['finished']}/{summary['budget']} trials finished ({t['complete']} complete, "
                       f"{t['pruned']} pruned, {t['failed']} failed)"
-                      + (f"; best {best['value']:.5f} in trial {best['number']}: {best['params']}" if best else ""))
-        console.print(f"next: hpo export --study {summary['study']}" + (f" --storage '{mask_url(url)}'" if storage else ""))
+                      + (f"; best {best['value']:.5f} in trial {best['number']}: {best['params']}" if best else ""),
+                      soft_wrap=True)
+        where = f" --storage '{mask_url(url)}'" if storage else ""
+        console.print(f"next: hpo export --study {summary['study']}{where}", soft_wrap=True)
     if summary["worker_errors"]:
         raise HpoError(f"{summary['worker_errors']} worker(s) exited with an error; see {summary['logs']}")
     if summary["trials"]["finished"] < summary["budget"]:
@@ -126,7 +130,8 @@ def worker(
                             artifacts=api.artifact_dir(artifacts, url), workers_per_machine=workers_per_machine,
                             trainer=trainer, curve_epoch_seconds=curve_epoch_seconds)
     requeue = RequeueTrial(options.max_retry)
-    rdb, _ = api.open_storage(url, heartbeat_interval=options.heartbeat_interval,
+    api.check_writable(options.runs_dir, options.artifacts)
+    rdb, _ = api.open_storage(url, create=True, heartbeat_interval=options.heartbeat_interval,
                               grace_period=options.grace_period, stale_trial_callback=requeue)
     settings = load_settings(rdb, study)
     if options.trainer == "yolo":
@@ -178,7 +183,7 @@ def status(
     if as_json:
         print(json.dumps(summaries[0] if study else summaries, indent=2, default=str))
         return
-    console = Console()
+    console = make_console()
     if not summaries:
         console.print("no studies in this storage (start one with `hpo launch --study NAME`)")
         return

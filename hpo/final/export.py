@@ -22,6 +22,7 @@ from hpo import attrs
 from hpo.errors import HpoError
 from hpo.final.record import final_winner
 from hpo.search.objective import METRIC_NAMES
+from hpo.spec import render_config
 from hpo.study import StudySettings, best_trial
 
 #: format name -> what it writes (``--format``).
@@ -100,8 +101,7 @@ def _render(fmt: str, header: list[str], config: dict[str, Any], tuned: set[str]
     if base_import and base_import.dropped:
         header = [*header, f"base hyps from YOLOv5 file {base_import.source}; not imported (no Ultralytics "
                            f"equivalent): {', '.join(base_import.dropped)}"]
-    body = yaml.safe_dump(config, sort_keys=False)
-    return "".join(f"# {line}\n" for line in header) + body
+    return render_config(config, header)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,8 +1,12 @@
 """``hpo report``: a static report of a study, readable offline: PNG plots and an ``index.html``.
 
-The plots are Optuna's own (``optuna.visualization.matplotlib``; plotly's PNG export would need
-kaleido and a browser). Intermediate values get one touch: pruned trials are drawn dashed and end in
-a cross, since a search with a pruner is mostly read from when it stopped what. For retrained
+Most plots are Optuna's own (``optuna.visualization.matplotlib``; plotly's PNG export would need
+kaleido and a browser). Two are hpo's, in the form users of Ultralytics' tuner know: the objective
+over trials and one scatter per hyp against the objective. Both show pruned trials at the value of
+their last epoch (grey crosses): with a pruner most trials are pruned, and leaving them out hid the
+GA's exploration. Intermediate values draw pruned trials dashed, ending in a cross. Plots that would
+mislead on few trials say so: importances carry a caveat below :data:`MIN_TRIALS_IMPORTANCES`
+complete trials, parallel coordinates are not drawn below :data:`MIN_TRIALS_PARALLEL`. For retrained
 studies a mini-vs-full scatter shows whether the cheap ranking held on the full set.
 """
 
@@ -17,10 +21,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo import attrs
 from hpo.study import StudySettings, best_trial, progress
+
+
+#: Below this many complete trials parameter importances are mostly noise: drawn, with a caveat.
+MIN_TRIALS_IMPORTANCES = 20
+#: Below this many complete trials parallel coordinates are a few crossing lines: not drawn.
+MIN_TRIALS_PARALLEL = 8
 
 
 @dataclass
@@ -29,6 +39,10 @@ class Plot:
     title: str
     caption: str
     draw: Callable[[optuna.Study], Any]
+    #: Why not to draw it for this study (None: draw).
+    skip: Callable[[optuna.Study], str | None] | None = None
+    #: What the reader must know about it for this study (None: nothing).
+    caveat: Callable[[optuna.Study], str | None] | None = None
 
 
 @dataclass
@@ -38,6 +52,7 @@ class Report:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    caveats: dict[str, str] = field(default_factory=dict)
 
     @property
     def index(self) -> Path:
@@ -69,6 +84,114 @@ def _intermediate_values(study: optuna.Study) -> Any:
     return ax
 
 
+def _finished_points(study: optuna.Study) -> list[tuple[FrozenTrial, float, bool]]:
+    """``(trial, value, pruned)``: complete trials at their value, pruned ones at their last epoch's."""
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.state == TrialState.COMPLETE and t.value is not None:
+            points.append((t, t.value, False))
+        elif t.state == TrialState.PRUNED and t.last_step is not None:
+            points.append((t, t.intermediate_values[t.last_step], True))
+    if not points:
+        raise ValueError("no finished trial with a value yet")
+    return points
+
+
+def _history(metric: str) -> Callable[[optuna.Study], Any]:
+    """The objective over trials (Ultralytics' tune_fitness.png), pruned trials included and marked."""
+
+    def draw(study: optuna.Study) -> Any:
+        import matplotlib.pyplot as plt
+
+        points = _finished_points(study)
+        with plt.style.context("ggplot"):  # the look of Optuna's plots beside it
+            fig, ax = plt.subplots(figsize=(8, 4.5), tight_layout=True)
+        done = [(t.number, v) for t, v, pruned in points if not pruned]
+        cut = [(t.number, v) for t, v, pruned in points if pruned]
+        if done:
+            ax.scatter(*zip(*done), s=32, color="#1f77b4", zorder=3, label="complete")
+            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+            best, xs, ys = None, [], []
+            for number, value in sorted(done):
+                best = value if best is None else pick(best, value)
+                xs.append(number)
+                ys.append(best)
+            last = max(t.number for t, _, _ in points)
+            ax.step([*xs, last], [*ys, ys[-1]], where="post", color="#d62728", zorder=2, label="best so far")
+        if cut:
+            ax.scatter(*zip(*cut), s=32, marker="x", color="#7f7f7f", zorder=3,
+                       label="pruned (value at its last epoch)")
+        ax.set_title(f"{metric} over trials ({len(done)} complete, {len(cut)} pruned)")
+        ax.set_xlabel("Trial")
+        ax.set_ylabel(metric)
+        ax.legend(loc="best", fontsize=8)
+        return ax
+
+    return draw
+
+
+def _scatter(metric: str) -> Callable[[optuna.Study], Any]:
+    """One panel per hyp, objective against its value (Ultralytics' tune_scatter_plots.png)."""
+
+    def draw(study: optuna.Study) -> Any:
+        import matplotlib.pyplot as plt
+
+        points = _finished_points(study)
+        names = list(dict.fromkeys(n for t, _, _ in points for n in t.params))
+        if not names:
+            raise ValueError("the trials have no hyps")
+        cols = min(3, len(names))
+        rows = math.ceil(len(names) / cols)
+        with plt.style.context("ggplot"):
+            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False,
+                                     tight_layout=True)
+        best = best_trial(study)
+        for ax, name in zip(axes.flat, names):
+            have = [(t, v, pruned) for t, v, pruned in points if name in t.params]
+            dist = have[0][0].distributions[name]
+            choices = list(getattr(dist, "choices", ()))
+
+            def x_of(t: FrozenTrial) -> Any:
+                return choices.index(t.params[name]) if choices else t.params[name]
+
+            for pruned, style in ((True, {"marker": "x", "color": "#7f7f7f", "label": "pruned (last epoch)"}),
+                                  (False, {"color": "#1f77b4", "label": "complete"})):
+                xy = [(x_of(t), v) for t, v, p in have if p == pruned]
+                if xy:
+                    ax.scatter(*zip(*xy), s=26, zorder=3, **style)
+            if best is not None and name in best.params:
+                ax.scatter([x_of(best)], [best.value], s=160, marker="*", color="#d62728", zorder=4,
+                           label=f"best (trial {best.number})")
+            if choices:
+                ax.set_xticks(range(len(choices)), [str(c) for c in choices])
+            elif getattr(dist, "log", False):
+                from matplotlib.ticker import FuncFormatter
+
+                ax.set_xscale("log")  # plain numbers (0.005), not crowded 5x10^-3 minor labels
+                for axis_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+                    axis_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.tick_params(axis="x", which="both", labelrotation=30, labelsize=8)
+            ax.set_xlabel(name)
+            ax.set_ylabel(metric)
+        for ax in list(axes.flat)[len(names):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=7, loc="best")
+        fig.suptitle(f"{metric} against each hyp")
+        return axes
+
+    return draw
+
+
+def _fewer_than(minimum: int, say: str) -> Callable[[optuna.Study], str | None]:
+    """A check that says ``say`` (formatted with ``n`` and ``minimum``) below ``minimum`` complete trials."""
+
+    def check(study: optuna.Study) -> str | None:
+        n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return None if n >= minimum else say.format(n=n, minimum=minimum)
+
+    return check
+
+
 def _mini_vs_full(record: dict[str, Any]) -> Callable[[optuna.Study], Any]:
     def draw(study: optuna.Study) -> Any:
         import matplotlib.pyplot as plt
@@ -93,19 +216,25 @@ def _mini_vs_full(record: dict[str, Any]) -> Callable[[optuna.Study], Any]:
     return draw
 
 
-def plots(record: dict[str, Any] | None) -> list[Plot]:
+def plots(record: dict[str, Any] | None, metric: str = "objective") -> list[Plot]:
     from optuna.visualization import matplotlib as vis
 
     chosen = [
-        Plot("optimization_history.png", "Optimisation history",
-             "objective of every finished trial, and the best so far", vis.plot_optimization_history),
+        Plot("optimization_history.png", "Objective over trials",
+             f"{metric} of every finished trial (pruned ones at their last epoch's value, grey x), and the best "
+             "so far", _history(metric)),
         Plot("param_importances.png", "Parameter importances", "how much each hyp explains the objective "
-             "(Optuna's default evaluator)", vis.plot_param_importances),
+             "(Optuna's default evaluator, complete trials)", vis.plot_param_importances,
+             caveat=_fewer_than(MIN_TRIALS_IMPORTANCES, "from only {n} complete trial(s) (fewer than {minimum}): "
+                                "importances this early are mostly noise; read them as a hint, not a ranking")),
         Plot("intermediate_values.png", "Intermediate values", "objective after every epoch; pruned trials dashed",
              _intermediate_values),
         Plot("parallel_coordinate.png", "Parallel coordinates", "hyps of every complete trial, coloured by objective",
-             vis.plot_parallel_coordinate),
-        Plot("slice.png", "Slice", "objective against each hyp", vis.plot_slice),
+             vis.plot_parallel_coordinate,
+             skip=_fewer_than(MIN_TRIALS_PARALLEL, "only {n} complete trial(s): parallel coordinates need {minimum} "
+                              "to be readable (slice.png shows each hyp)")),
+        Plot("slice.png", "Hyps against objective", f"{metric} against each hyp (pruned trials at their last "
+             "epoch's value, grey x; the best trial starred)", _scatter(metric)),
         Plot("timeline.png", "Timeline", "when each trial ran, and how it ended", vis.plot_timeline),
     ]
     if record:
@@ -131,10 +260,18 @@ class ReportWriter:
         matplotlib.use("Agg")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         report = Report(self.out_dir)
-        for plot in plots(self.final):
+        for plot in self.plots():
+            why_not = plot.skip(self.study) if plot.skip else None
+            if why_not:
+                report.skipped[plot.file] = why_not
+                (self.out_dir / plot.file).unlink(missing_ok=True)  # not an older report's picture
+                continue
             try:
                 self._draw(plot)
                 report.files.append(self.out_dir / plot.file)
+                caveat = plot.caveat(self.study) if plot.caveat else None
+                if caveat:
+                    report.caveats[plot.file] = caveat
             except Exception as exc:  # noqa: BLE001 - a plot Optuna cannot draw yet is noted, not fatal
                 report.skipped[plot.file] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         csv = self.out_dir / "trials.csv"
@@ -143,6 +280,9 @@ class ReportWriter:
         report.index.write_text(self._html(report), encoding="utf-8")
         report.files.append(report.index)
         return report
+
+    def plots(self) -> list[Plot]:
+        return plots(self.final, self.settings.spec.objective.metric)
 
     def _draw(self, plot: Plot) -> None:
         import matplotlib.pyplot as plt
@@ -184,12 +324,14 @@ class ReportWriter:
         if self.final:
             parts.append(self._final_html())
         parts.append("<h2>Plots</h2>")
-        for plot in plots(self.final):
+        for plot in self.plots():
             if plot.file in report.skipped:
                 parts.append(f"<p><b>{_e(plot.title)}</b>: not drawn ({_e(report.skipped[plot.file])})</p>")
             else:
+                caveat = report.caveats.get(plot.file)
+                note = f"<br><b>Caveat</b>: {_e(caveat)}" if caveat else ""
                 parts.append(f"<figure><img src='{plot.file}' alt='{_e(plot.title)}'><figcaption><b>{_e(plot.title)}"
-                             f"</b>: {_e(plot.caption)}</figcaption></figure>")
+                             f"</b>: {_e(plot.caption)}{note}</figcaption></figure>")
         parts.append("<h2>Trials</h2>")
         names = list(spec.search_space)
         rows = []
@@ -251,5 +393,5 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def report_json(report: Report) -> dict[str, Any]:
     return {"dir": str(report.out_dir), "index": str(report.index), "files": [str(p) for p in report.files],
-            "skipped": report.skipped}
+            "skipped": report.skipped, "caveats": report.caveats}
 

@@ -322,10 +322,9 @@ class Retrainer:
         if winner is not None and winner.weights:
             _link_or_copy(Path(winner.weights), self.final_dir / "best.pt")
             config = self.spec.training_args(winner.params, self.plan.overrides())
-            (self.final_dir / "hyp.yaml").write_text(
-                f"# hpo retrain: study {self.study.study_name}, trial {winner.trial}, full-set "
-                f"{self.metric} {winner.full_value:.5f}\n# use: yolo train cfg=<this file>\n"
-                + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            header = [f"hpo retrain: study {self.study.study_name}, trial {winner.trial}, full-set "
+                      f"{self.metric} {winner.full_value:.5f}", "use: yolo train cfg=<this file>"]
+            (self.final_dir / "hyp.yaml").write_text(render_config(config, header), encoding="utf-8")
         _write_json(self.final_dir / "metrics.json", record)
         self.study.set_user_attr(attrs.STUDY_FINAL, record)
         self._upload(record, models)

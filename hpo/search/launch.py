@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -82,6 +83,8 @@ class Launcher:
         self.show_progress = show_progress and self.console.is_terminal
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started = time.time()
+        # The ETA is this launch's own rate: trials finished before it (other launches, other days) do not count.
+        self.finished_at_start = progress(study).finished
 
     def log_dir(self) -> Path:
         return self.runs_dir / self.settings.spec.name / "logs"
@@ -147,18 +150,36 @@ class Launcher:
         if best is not None:
             table.add_row("best", f"{best.value:.5f} (trial {best.number})")
             table.add_row("params", ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        for label, text in self.running_rows():
+            table.add_row(label, text)
         table.add_row("workers", f"{sum(p.poll() is None for p in self.procs)} running "
                                  f"(logs: {self.log_dir()})")
         table.add_row("elapsed / eta", f"{_duration(time.time() - self.started)} / {self._eta(state)}")
         return table
 
+    def running_rows(self, limit: int = 8) -> list[tuple[str, str]]:
+        """One row per running trial: its epoch and last objective (from its intermediate values)."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        metric, epochs = self.settings.spec.objective.metric, self.settings.spec.epochs
+        rows = []
+        for t in running[:limit]:
+            step = t.last_step
+            text = (f"epoch {step}/{epochs}, {metric} {_fmt(t.intermediate_values[step])}" if step is not None
+                    else f"epoch 0/{epochs} (starting)")
+            rows.append((f"trial {t.number}", text))
+        if len(running) > limit:
+            rows.append(("", f"... and {len(running) - limit} more running"))
+        return rows
+
     def _eta(self, state: StudyProgress) -> str:
-        done = state.finished
-        remaining = self.settings.budget - done
-        if done == 0 or remaining <= 0:
-            return "-" if remaining > 0 else "done"
-        per_trial = (time.time() - self.started) / done
-        return _duration(per_trial * remaining)
+        """Remaining trials at the rate of this launch (trials finished since it started)."""
+        remaining = self.settings.budget - state.finished
+        if remaining <= 0:
+            return "done"
+        done_here = state.finished - self.finished_at_start
+        if done_here <= 0:
+            return "-"
+        return _duration((time.time() - self.started) / done_here * remaining)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

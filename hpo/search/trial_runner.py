@@ -9,6 +9,7 @@ decides what is recorded: the runner never talks to the storage beyond ``trial``
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -24,7 +25,15 @@ from hpo import attrs
 from hpo.offline import import_ultralytics
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
 from hpo.search.retry import resume_point
-from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
+
+
+log = logging.getLogger("hpo.search.trial")
+
+
+def log_epoch(trial: optuna.Trial, epoch: int, epochs: int, metric: str, value: float) -> None:
+    """One INFO line per epoch in the worker's log: a trial of many minutes is not silent until it ends."""
+    log.info("trial %d epoch %d/%d %s %.5f", trial.number, epoch, epochs, metric, value)
 
 
 class StopRequested(Exception):
@@ -132,6 +141,13 @@ class TrialRunner:
         args.update({"project": str(save_dir.parent), "name": save_dir.name, "exist_ok": True})
         return args
 
+    def config_text(self, params: dict[str, Any], overrides: dict[str, Any] | None = None,
+                    trial: optuna.Trial | None = None) -> str:
+        """The run's ``hyp.yaml``: the full config, as ``hpo export`` writes it (:func:`~hpo.spec.render_config`)."""
+        what = f"trial {trial.number} of study {self.study_name}" if trial is not None else f"study {self.study_name}"
+        return render_config(self.spec.training_args(params, overrides),
+                             [f"hpo: {what}", "use: yolo train cfg=<this file>"])
+
     def build_model(self, checkpoint: Path | None = None) -> Any:
         import_ultralytics()
         from ultralytics import YOLO
@@ -189,6 +205,7 @@ class TrialRunner:
             record.epoch_metrics.append(metrics)
             if trial is not None:
                 trial.report(value, step)
+                log_epoch(trial, step, trainer.epochs, metric, value)
                 # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
                 trial.set_user_attr(attrs.EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
                                                          for m in record.epoch_metrics])
@@ -216,7 +233,8 @@ class TrialRunner:
         if args.get("amp") is True:
             _trust_amp()
         save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # The trial's full training config (what the dashboard serves): `yolo train cfg=hyp.yaml` reruns it.
+        (save_dir / "hyp.yaml").write_text(self.config_text(params, overrides, trial))
         start = time.perf_counter()
         try:
             model.train(**args)

@@ -19,7 +19,7 @@ import optuna
 
 from hpo import attrs
 from hpo.search.retry import resume_point
-from hpo.search.trial_runner import StopRequested, suggest_params, trial_dir
+from hpo.search.trial_runner import StopRequested, log_epoch, suggest_params, trial_dir
 from hpo.spec import StudySpec
 
 
@@ -74,6 +74,7 @@ class LearningCurveTrainer:
             metrics.append({self.spec.objective.metric: value})
             torch.save({"epoch": epoch - 1, "optimizer": {}}, save_dir / "weights" / "last.pt")
             trial.report(value, epoch)
+            log_epoch(trial, epoch, self.spec.epochs, self.spec.objective.metric, value)
             trial.set_user_attr(attrs.EPOCH_METRICS, metrics)
             trial.set_user_attr(attrs.EPOCHS, epoch)
             if trial.should_prune():

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from PIL import Image
 
-from hpo.final.report import ReportWriter, _intermediate_values
+from hpo.final.report import MIN_TRIALS_IMPORTANCES, ReportWriter, _history, _intermediate_values, _scatter
 from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join, load_settings
@@ -40,8 +40,10 @@ def test_report_of_a_retrained_study(fin: FinishedStudy, done: Retrained, tmp_pa
     for name in [*PLOTS, "mini_vs_full.png"]:
         if name not in listing["skipped"]:
             _check_png(out / name)
-    # every value of this tiny study is 0.0: importances are undefined, everything else is drawn
-    assert set(listing["skipped"]) <= {"param_importances.png"}
+    # every value of this tiny study is 0.0: importances are undefined; 3 trials are too few for parallel
+    # coordinates; everything else is drawn
+    assert set(listing["skipped"]) <= {"param_importances.png", "parallel_coordinate.png"}
+    assert "only 3 complete trial(s)" in listing["skipped"]["parallel_coordinate.png"]
     assert (out / "mini_vs_full.png").is_file()
     html = (out / "index.html").read_text()
     best = fin.study().best_trial
@@ -77,10 +79,35 @@ def test_report_shows_pruned_trials(toy_data: Path, tmp_path: Path) -> None:
     dashed = {str(line.get_label()) for line in ax.get_lines() if line.get_linestyle() == "--"}
     assert dashed == {f"Trial{n} (pruned at 2)" for n in pruned}
 
+    # The objective over trials and the per-hyp scatter show the pruned trials too, at their last value.
+    points = {tuple(map(tuple, c.get_offsets())) for c in _history("fitness")(study).collections}
+    last = {(t.number, t.intermediate_values[2]) for t in study.trials if t.state == TrialState.PRUNED}
+    assert set(last) in [set(p) for p in points], points
+    panels = _scatter("fitness")(study)
+    assert len(panels.flat) == 3 and all(len(ax.collections) == 3 for ax in panels.flat)  # complete, pruned, best
+
     report = ReportWriter(study, load_settings(open_storage(url), "pruned"), tmp_path / "rep").write()
-    assert report.skipped == {}
+    assert set(report.skipped) == {"parallel_coordinate.png"}  # 3 complete trials: 3 lines say nothing
+    assert "only 3 complete trial(s)" in report.skipped["parallel_coordinate.png"]
+    assert set(report.caveats) == {"param_importances.png"}
     for name in PLOTS:
-        _check_png(tmp_path / "rep" / name)
+        if name != "parallel_coordinate.png":
+            _check_png(tmp_path / "rep" / name)
     html = report.index.read_text()
     assert html.count("PRUNED") == 5 and "pruned at epoch 2" in html and "mini_vs_full" not in html
+    assert "<b>Caveat</b>: from only 3 complete trial(s)" in html
+    assert "Parallel coordinates</b>: not drawn (only 3 complete trial(s)" in html
+
+
+def test_parallel_coordinates_and_importances_with_enough_trials(toy_data: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    spec = parse_spec(tiny_spec_dict(toy_data, name="many", trials=MIN_TRIALS_IMPORTANCES))
+    create_or_join(open_storage(url), spec, sampler="random")
+    study = optuna.load_study(study_name="many", storage=url, sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(MIN_TRIALS_IMPORTANCES):
+        trial = study.ask(spec.distributions())
+        study.tell(trial, 1 - abs(math.log10(trial.params["lr0"]) + 2) / 3)
+    report = ReportWriter(study, load_settings(open_storage(url), "many"), tmp_path / "rep").write()
+    assert report.skipped == {} and report.caveats == {}
+    _check_png(tmp_path / "rep" / "parallel_coordinate.png")
     print("pruned report:", report.index)

@@ -36,7 +36,7 @@ def test_trial_reports_every_epoch_and_is_pruned(toy_data: Path, tmp_path: Path)
     trial_dir = Path(done.user_attrs["hpo:dir"])
     assert trial_dir == (tmp_path / "runs" / spec.name / "trial_0000").resolve()
     assert (trial_dir / "weights" / "best.pt").is_file() and (trial_dir / "results.csv").is_file()
-    assert yaml.safe_load((trial_dir / "hyp.yaml").read_text()) == done.params
+    assert yaml.safe_load((trial_dir / "hyp.yaml").read_text()) == spec.training_args(done.params)  # full config
 
     study.pruner = optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=2)
     study.optimize(runner, n_trials=1)
