@@ -53,7 +53,9 @@ def test_retrain_top2_records_full_set_results(fin: FinishedStudy, done: Retrain
     final = fin.runs / NAME / "final"
     for m in models:
         d = final / f"trial_{m['trial']:04d}"
-        assert yaml.safe_load((d / "hyp.yaml").read_text()) == m["params"]
+        config = yaml.safe_load((d / "hyp.yaml").read_text())  # the run's full config, retrain settings included
+        assert {k: config[k] for k in m["params"]} == m["params"]
+        assert config["data"] == str(fin.full_data) and config["epochs"] == RETRAIN_EPOCHS
         assert json.loads((d / "metrics.json").read_text())["fingerprint"] == m["fingerprint"]
         assert len((d / "results.csv").read_text().strip().splitlines()) == 1 + RETRAIN_EPOCHS  # header + one line per epoch
         assert Path(m["weights"]) == d / "weights" / "best.pt"
