@@ -86,7 +86,8 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
 
     ``study`` is a study name (looked up in ``studies_dir``) or a YAML path. ``options`` is a
     :class:`~hpo.search.worker.WorkerOptions` for the workers. Returns the study summary; its
-    ``worker_errors`` counts workers that exited with an error.
+    ``worker_errors`` counts workers that exited with an error, ``failed_workers`` lists them with
+    their logs, and ``interrupted`` says whether a signal (Ctrl-C) stopped the launch.
     """
     from rich.console import Console
 
@@ -112,7 +113,8 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
         console.print(f"study [bold]{spec.name}[/] ready on {mask_url(url)}: sampler {settings.sampler}, pruner "
                       f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
                       f"{spec.name}`")
-        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url)}
+        return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
+                "interrupted": False, "failed_workers": []}
     plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
                   f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
@@ -123,9 +125,10 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     launcher = Launcher(study=the_study, settings=settings, storage_url=url, plans=plans, options=options,
                         console=console)
     launcher.start()
-    errors = launcher.wait()
-    return {**study_summary(the_study, settings), "worker_errors": errors, "storage": mask_url(url),
-            "logs": str(launcher.log_dir())}
+    failed = launcher.wait()
+    return {**study_summary(the_study, settings), "worker_errors": len(failed), "storage": mask_url(url),
+            "logs": str(launcher.log_dir()), "interrupted": launcher.interrupted,
+            "failed_workers": [{"index": w.index, "returncode": w.returncode, "log": str(w.log)} for w in failed]}
 
 
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
@@ -135,6 +138,9 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
 
     state = progress(study)
     best = best_trial(study)
+    exhausted = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                 if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None] if state.failed else []
+    study_attrs = study.user_attrs
     return {
         "study": study.study_name,
         "sampler": settings.sampler,
@@ -142,7 +148,12 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
         "objective": settings.spec.objective.model_dump(),
         "budget": settings.budget,
         "warnings": settings.spec.base_import.warning_lines() if settings.spec.base_import else [],
-        "final": study.user_attrs.get(attrs.STUDY_FINAL),
+        "final": study_attrs.get(attrs.STUDY_FINAL),
+        # Trials whose worker died or was stopped once too often: their hyps were never trained to the end.
+        "retries_exhausted": exhausted,
+        # Workers that gave up (too many failed trials in a row), with why.
+        "stopped_workers": [v["reason"] for k, v in sorted(study_attrs.items())
+                            if k.startswith(attrs.WORKER_STOPPED_PREFIX) and isinstance(v, dict)],
         "trials": {"finished": state.finished, "complete": state.complete, "pruned": state.pruned,
                    "failed": state.failed, "running": state.running, "waiting": state.waiting},
         "best": None if best is None else {
