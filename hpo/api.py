@@ -138,8 +138,11 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
 
     state = progress(study)
     best = best_trial(study)
-    exhausted = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-                 if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None] if state.failed else []
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if state.failed else []
+    exhausted = [t.number for t in failed if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None]
+    # Workers racing for the last budget slot record the loser's empty trial as FAIL (Optuna cannot
+    # delete a trial); it trained nothing, so it is counted apart, not as a failure.
+    surplus = sum(1 for t in failed if t.user_attrs.get(attrs.SURPLUS))
     study_attrs = study.user_attrs
     return {
         "study": study.study_name,
@@ -155,7 +158,8 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
         "stopped_workers": [v["reason"] for k, v in sorted(study_attrs.items())
                             if k.startswith(attrs.WORKER_STOPPED_PREFIX) and isinstance(v, dict)],
         "trials": {"finished": state.finished, "complete": state.complete, "pruned": state.pruned,
-                   "failed": state.failed, "running": state.running, "waiting": state.waiting},
+                   "failed": state.failed - surplus, "running": state.running, "waiting": state.waiting,
+                   "surplus": surplus},
         "best": None if best is None else {
             "number": best.number, "value": best.value, "params": best.params,
             "metrics": {k: best.user_attrs.get(k) for k in METRIC_NAMES},

@@ -141,9 +141,10 @@ def _is_transient(error: BaseException) -> bool:
 _retry_depth = threading.local()  # > 0 inside a retried storage call on this thread
 
 #: The storage calls that retry on their own: BaseStorage's public API plus the heartbeat (and the
-#: private methods Optuna's caching wrapper calls, see optuna_compat), each run whole in its own sessions. Helpers that run inside a caller's session
-#: (``_build_frozen_trial_from_trial_model``, ``_set_trial_param_without_commit``, ...) are never
-#: retried: re-running them on a dead session only raises ``PendingRollbackError``.
+#: private methods Optuna's caching wrapper calls, see optuna_compat), each run whole in its own
+#: sessions. Helpers that run inside a caller's session (``_build_frozen_trial_from_trial_model``,
+#: ``_set_trial_param_without_commit``, ...) are never retried: re-running them on a dead session
+#: only raises ``PendingRollbackError``.
 _RETRIED = frozenset({
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
@@ -206,6 +207,10 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
                 name = kwargs.get("study_name") or (args[1] if len(args) > 1 else None)
                 if failed_once and fn.__name__ == "create_new_study" and name:
                     return self.get_study_id_from_name(name)  # type: ignore[return-value]
+                raise
+            except KeyError:
+                if failed_once and fn.__name__ == "delete_study":
+                    return None  # type: ignore[return-value]  # our first attempt had deleted it
                 raise
             except Exception as error:  # noqa: BLE001 - filtered right below
                 if not _is_transient(error) or time.monotonic() > deadline:

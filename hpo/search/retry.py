@@ -86,9 +86,9 @@ class RequeueTrial:
         if len(history) > self.max_retry or not (trial.params or queued):
             return
         if not trial.params:  # claimed from the queue but lost before sampling: queue the same hyps again
-            study.add_trial(optuna.create_trial(
-                state=TrialState.WAITING, user_attrs={**attrs.inherited(trial.user_attrs), attrs.RETRY_OF: trial.number},
-                system_attrs={attrs.FIXED_PARAMS: queued, attrs.FAILED_TRIAL: history[0], attrs.RETRY_HISTORY: history}))
+            retry_attrs = {**attrs.inherited(trial.user_attrs), attrs.RETRY_OF: trial.number}
+            study.add_trial(optuna.create_trial(state=TrialState.WAITING, user_attrs=retry_attrs, system_attrs={
+                attrs.FIXED_PARAMS: queued, attrs.FAILED_TRIAL: history[0], attrs.RETRY_HISTORY: history}))
             return
         user_attrs = attrs.inherited(trial.user_attrs)
         user_attrs[attrs.RETRY_OF] = trial.number

@@ -135,7 +135,7 @@ class Worker:
             finally:
                 done.set()
                 if watcher is not None:
-                    watcher.join()
+                    watcher.join(timeout=10)  # a daemon: a check waiting out a database restart must not hold us
         summary.stopped = self.stop_event.is_set()
         return summary
 
