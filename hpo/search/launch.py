@@ -141,8 +141,8 @@ class Launcher:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return [WorkerExit(i, p.returncode, self.worker_log(plan.index))
-                for i, (plan, p) in enumerate(zip(self.plans, self.procs)) if p.returncode not in (0, None)]
+        return [WorkerExit(plan.index, p.returncode, self.worker_log(plan.index))
+                for plan, p in zip(self.plans, self.procs) if p.returncode not in (0, None)]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask workers to hand their trials back (one SIGTERM each), then make sure they are gone."""
