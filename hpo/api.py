@@ -105,7 +105,8 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
 
     ``study`` is a study name (looked up in ``studies_dir``) or a YAML path. ``options`` is a
     :class:`~hpo.search.worker.WorkerOptions` for the workers. Returns the study summary; its
-    ``worker_errors`` counts workers that exited with an error.
+    ``worker_errors`` counts workers that exited with an error, ``failed_workers`` lists them with
+    their logs, and ``interrupted`` says whether a signal (Ctrl-C) stopped the launch.
     """
     from rich.console import Console
 
@@ -136,7 +137,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
                       f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
                       f"{spec.name}`")
         return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
-                "changes": list(settings.changes)}
+                "changes": list(settings.changes), "interrupted": False, "failed_workers": []}
     plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
                   f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
@@ -147,9 +148,10 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     launcher = Launcher(study=the_study, settings=settings, storage_url=url, plans=plans, options=options,
                         console=console)
     launcher.start()
-    errors = launcher.wait()
-    return {**study_summary(the_study, settings), "worker_errors": errors, "storage": mask_url(url),
-            "logs": str(launcher.log_dir()), "changes": list(settings.changes)}
+    failed = launcher.wait()
+    return {**study_summary(the_study, settings), "worker_errors": len(failed), "storage": mask_url(url),
+            "logs": str(launcher.log_dir()), "changes": list(settings.changes), "interrupted": launcher.interrupted,
+            "failed_workers": [{"index": w.index, "returncode": w.returncode, "log": str(w.log)} for w in failed]}
 
 
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
@@ -159,6 +161,12 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
 
     state = progress(study)
     best = best_trial(study)
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if state.failed else []
+    exhausted = [t.number for t in failed if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None]
+    # Workers racing for the last budget slot record the loser's empty trial as FAIL (Optuna cannot
+    # delete a trial); it trained nothing, so it is counted apart, not as a failure.
+    surplus = sum(1 for t in failed if t.user_attrs.get(attrs.SURPLUS))
+    study_attrs = study.user_attrs
     return {
         "study": study.study_name,
         "sampler": settings.sampler,
@@ -166,9 +174,15 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
         "objective": settings.spec.objective.model_dump(),
         "budget": settings.budget,
         "warnings": settings.spec.base_import.warning_lines() if settings.spec.base_import else [],
-        "final": study.user_attrs.get(attrs.STUDY_FINAL),
+        "final": study_attrs.get(attrs.STUDY_FINAL),
+        # Trials whose worker died or was stopped once too often: their hyps were never trained to the end.
+        "retries_exhausted": exhausted,
+        # Workers that gave up (too many failed trials in a row), with why.
+        "stopped_workers": [v["reason"] for k, v in sorted(study_attrs.items())
+                            if k.startswith(attrs.WORKER_STOPPED_PREFIX) and isinstance(v, dict)],
         "trials": {"finished": state.finished, "complete": state.complete, "pruned": state.pruned,
-                   "failed": state.failed, "running": state.running, "waiting": state.waiting},
+                   "failed": state.failed - surplus, "running": state.running, "waiting": state.waiting,
+                   "surplus": surplus},
         "best": None if best is None else {
             "number": best.number, "value": best.value, "params": best.params,
             "metrics": {k: best.user_attrs.get(k) for k in METRIC_NAMES},

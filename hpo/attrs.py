@@ -18,6 +18,8 @@ STUDY_BUDGET = "hpo:trials"  # study-wide budget of finished trials (key kept fo
 STUDY_OBJECTIVE = "hpo:objective"
 STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`
 STUDY_ARTIFACT_ERROR = "hpo:artifact_error"
+WORKER_STOPPED_PREFIX = "hpo:worker_stopped:"  # + worker name: why a worker gave up (consecutive failures)
+GA_CLAIM_PREFIX = "ga:claim:"  # study system attr + hash of a point: the GA's atomic claim (one per point)
 
 # --- trial user attributes: how and where one run of a trial happened ---------------------------
 BASE_TRIAL = "hpo:base"  # marks the enqueued base hyps (trial 0)
@@ -29,6 +31,7 @@ RESUME_FROM = "hpo:resume_from"  # checkpoint a retry continues from
 RESUMED = "hpo:resumed"  # where a retry really resumed from (or why it restarted)
 SURPLUS = "hpo:surplus"  # lost the race for the last budget slot: nothing trained
 ARTIFACT_ERROR = "hpo:artifact_error"  # artifact upload failed (the training still counts)
+RETRIES_EXHAUSTED = "hpo:retries_exhausted"  # handed back or lost, but retried --max-retry times already
 FAIL_REASON = "fail_reason"
 PRUNED_REASON = "pruned_reason"
 EPOCHS = "epochs"
@@ -43,6 +46,8 @@ LAST_EPOCH_METRICS = "last_epoch_metrics"
 RETRY_HISTORY = "retry_history"  # numbers of the failed trials this retry descends from
 FAILED_TRIAL = "failed_trial"  # the first trial of that history (Optuna's own key)
 FIXED_PARAMS = "fixed_params"  # Optuna: params of an enqueued trial
+CREATE_TOKEN = "hpo:create_token"  # unique per created trial: a retried create finds its own trial
+CLAIM_TOKEN = "hpo:claim_token"  # unique per claim of a queued trial: a retried claim finds its own
 GA_PROPOSAL = "ga:proposal"  # the GA's claim on a point, recorded the moment it proposes it
 
 #: What a retried trial takes over from the trial it retries: the user attributes that describe its

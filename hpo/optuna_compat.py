@@ -21,7 +21,9 @@ from optuna.storages._rdb import models as rdb_models  # the ORM tables (TrialMo
 from optuna.storages._rdb.storage import _create_scoped_session
 
 __all__ = ["rdb_models", "rdb_session", "storage_of", "backend_of", "study_id", "trial_id", "whole_study",
-           "heartbeat", "heartbeat_enabled", "stale_trial_ids", "stale_trial_callback", "contains"]
+           "heartbeat", "heartbeat_enabled", "stale_trial_ids", "heartbeat_stale_trial_ids", "prepare_new_trial",
+           "trial_start_column", "CREATE_TRIAL_METHOD", "CACHED_STORAGE_PRIVATE_CALLS", "stale_trial_callback",
+           "contains"]
 
 
 @contextlib.contextmanager
@@ -65,8 +67,39 @@ def heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
 
 
 def stale_trial_ids(storage: optuna.storages.BaseStorage, study: optuna.Study) -> list[int]:
-    """RUNNING trials whose heartbeat is older than the storage's grace period."""
-    return list(storage._get_stale_trial_ids(study_id(study)))  # type: ignore[attr-defined]
+    """RUNNING trials of dead workers: hpo's storage also counts those that never had a heartbeat."""
+    backend = getattr(storage, "_backend", storage)
+    if hasattr(backend, "stale_trial_ids"):
+        return list(backend.stale_trial_ids(study_id(study)))
+    return heartbeat_stale_trial_ids(storage, study_id(study))
+
+
+def heartbeat_stale_trial_ids(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
+    """Optuna's own check: RUNNING trials whose last heartbeat is older than the grace period.
+
+    Trials that never recorded a heartbeat are skipped by it.
+    """
+    return list(storage._get_stale_trial_ids(study_id))  # type: ignore[attr-defined]
+
+
+#: Private RDBStorage methods that Optuna's caching wrapper (``_CachedStorage``) calls directly: each
+#: opens its own session, so for hpo's retrying storage they are outermost calls like the public API.
+CACHED_STORAGE_PRIVATE_CALLS = ("_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param")
+
+#: The storage method Optuna's caching wrapper (``_CachedStorage.create_new_trial``) calls to create a
+#: trial; it returns the new FrozenTrial and retries failed attempts itself, also ones that committed.
+CREATE_TRIAL_METHOD = "_create_new_trial"
+
+
+def trial_start_column() -> Any:
+    """The trials table's start-time column: naive UTC (Optuna 5 hides it behind a local-time property)."""
+    return rdb_models.TrialModel._datetime_start_utc
+
+
+def prepare_new_trial(storage: optuna.storages.RDBStorage, study_id: int, template: optuna.trial.FrozenTrial,
+                      session: Any) -> Any:
+    """Add a trial built from ``template`` (numbered, attributes, params) to ``session``, uncommitted."""
+    return storage._get_prepared_new_trial(study_id, template, session)  # type: ignore[attr-defined]
 
 
 def stale_trial_callback(storage: optuna.storages.BaseStorage) -> Any:

@@ -82,3 +82,46 @@ def test_contains() -> None:
     assert not optuna_compat.contains(IntDistribution(1, 9, step=2), 4)
     assert optuna_compat.contains(CategoricalDistribution(["SGD", "Adam"]), "Adam")
     assert not optuna_compat.contains(CategoricalDistribution(["SGD", "Adam"]), "AdamW")
+
+
+def test_heartbeat_stale_trial_ids_skips_trials_that_never_beat(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = _study(tmp_path, heartbeat_interval=1, grace_period=1)
+        study.ask()  # never beats
+    time.sleep(1.5)
+    storage = optuna_compat.backend_of(study)
+    assert optuna_compat.heartbeat_stale_trial_ids(storage, optuna_compat.study_id(study)) == []  # Optuna skips it
+    assert optuna_compat.stale_trial_ids(storage, study) == [optuna_compat.trial_id(study.trials[0])]  # hpo does not
+
+
+def test_trial_start_column_is_naive_utc(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    study = _study(tmp_path)
+    study.ask()
+    with optuna_compat.rdb_session(optuna_compat.backend_of(study)) as session:
+        (start,) = session.execute(select(optuna_compat.trial_start_column())).one()
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    assert start.tzinfo is None and abs((now - start).total_seconds()) < 60
+
+
+def test_prepare_new_trial_and_the_caching_wrappers_private_calls(tmp_path: Path) -> None:
+    """The private RDBStorage methods Optuna's caching wrapper calls are exactly the ones hpo retries."""
+    import inspect
+    import re
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    called = set(re.findall(r"_backend\.(_[a-z_]+)\(", inspect.getsource(_CachedStorage)))
+    assert called == {*optuna_compat.CACHED_STORAGE_PRIVATE_CALLS, optuna_compat.CREATE_TRIAL_METHOD}
+    study = _study(tmp_path)
+    storage = optuna_compat.backend_of(study)
+    template = optuna.trial.create_trial(state=TrialState.WAITING, params={"x": 0.5},
+                                         distributions={"x": FloatDistribution(0, 1)}, user_attrs={"a": 1})
+    with optuna_compat.rdb_session(storage) as session:
+        model = optuna_compat.prepare_new_trial(storage, optuna_compat.study_id(study), template, session)
+        session.flush()
+        assert model.number == 0
+    (trial,) = study.trials
+    assert trial.state == TrialState.WAITING and trial.params == {"x": 0.5} and trial.user_attrs == {"a": 1}

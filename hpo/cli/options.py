@@ -29,6 +29,8 @@ HeartbeatOpt = Annotated[int, typer.Option(help="seconds between heartbeats of a
 GraceOpt = Annotated[int, typer.Option(
     help="seconds without heartbeat before a trial counts as dead and is retried", min=1)]
 MaxRetryOpt = Annotated[int, typer.Option(help="retries of a trial whose worker died or was stopped", min=0)]
+MaxFailuresOpt = Annotated[int, typer.Option(
+    help="stop a worker after this many failed trials in a row (full disk, broken GPU; 0: never)", min=0)]
 KeepOpt = Annotated[int, typer.Option("--keep", help="top trials that keep their weights (0: keep all)")]
 ArtifactsOpt = Annotated[Optional[str], typer.Option(
     "--artifacts", help="artifact folder the dashboard serves (default $HPO_ARTIFACTS, else artifacts/ next to "

@@ -18,11 +18,11 @@ from rich.table import Table
 from hpo import api
 from hpo.cli.console import make_console
 from hpo.cli.final import print_final
-from hpo.cli.options import (ArtifactsOpt, CurveSecondsOpt, GraceOpt, HeartbeatOpt, JsonOpt, KeepOpt, MaxRetryOpt,
-                             PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
+from hpo.cli.options import (ArtifactsOpt, CurveSecondsOpt, GraceOpt, HeartbeatOpt, JsonOpt, KeepOpt, MaxFailuresOpt,
+                             MaxRetryOpt, PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
 from hpo.errors import HpoError
 from hpo.search.retry import DEFAULT_MAX_RETRY
-from hpo.search.worker import DEFAULT_KEEP, WorkerOptions
+from hpo.search.worker import DEFAULT_KEEP, DEFAULT_MAX_CONSECUTIVE_FAILURES, WorkerOptions
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
 
 
@@ -47,6 +47,7 @@ def launch(
     heartbeat_interval: HeartbeatOpt = DEFAULT_HEARTBEAT_INTERVAL,
     grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
     max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
+    max_consecutive_failures: MaxFailuresOpt = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     create_only: Annotated[bool, typer.Option(help="create or join the study, start no worker (for `hpo worker` elsewhere)")] = False,
     trainer: TrainerOpt = "yolo",
     curve_epoch_seconds: CurveSecondsOpt = 0.0,
@@ -62,7 +63,8 @@ def launch(
     options = WorkerOptions(seed=seed, runs_dir=runs_dir.resolve(), keep=keep, heartbeat_interval=heartbeat_interval,
                             grace_period=grace_period, max_retry=max_retry,
                             artifacts=api.artifact_dir(artifacts, url), trainer=trainer,
-                            curve_epoch_seconds=curve_epoch_seconds)
+                            curve_epoch_seconds=curve_epoch_seconds,
+                            max_consecutive_failures=max_consecutive_failures)
     console = make_console(stderr=True, quiet=as_json)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
@@ -73,8 +75,8 @@ def launch(
     if create_only:
         return
     if as_json:
-        print(json.dumps({k: v for k, v in summary.items() if k not in ("worker_errors", "storage", "logs")},
-                         indent=2))
+        hidden = ("worker_errors", "storage", "logs", "interrupted", "failed_workers")
+        print(json.dumps({k: v for k, v in summary.items() if k not in hidden}, indent=2))
     else:
         t, best = summary["trials"], summary.get("best")
         console.print(f"{t['finished']}/{summary['budget']} trials finished ({t['complete']} complete, "
@@ -83,9 +85,15 @@ def launch(
                       soft_wrap=True)
         where = f" --storage '{mask_url(url)}'" if storage else ""
         console.print(f"next: hpo export --study {summary['study']}{where}", soft_wrap=True)
-    if summary["worker_errors"]:
+    if summary["interrupted"]:
+        raise typer.Exit(130)  # stopped by Ctrl-C/SIGTERM: the running trials went back to the study
+    budget_met = summary["trials"]["finished"] >= summary["budget"]
+    if summary["failed_workers"] and not budget_met:
         raise HpoError(f"{summary['worker_errors']} worker(s) exited with an error; see {summary['logs']}")
-    if summary["trials"]["finished"] < summary["budget"]:
+    for dead in summary["failed_workers"]:  # the study is complete all the same: said, not an error
+        typer.echo(f"warning: worker {dead['index']} exited with status {dead['returncode']}; see {dead['log']}",
+                   err=True)
+    if not budget_met:
         raise typer.Exit(1)
 
 
@@ -102,6 +110,7 @@ def worker(
     heartbeat_interval: HeartbeatOpt = DEFAULT_HEARTBEAT_INTERVAL,
     grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
     max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
+    max_consecutive_failures: MaxFailuresOpt = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     workers_per_machine: Annotated[int, typer.Option(help="trainings sharing this machine (sizes the data "
                                                      "loaders)", min=1)] = 1,
     trainer: TrainerOpt = "yolo",
@@ -128,7 +137,8 @@ def worker(
     options = WorkerOptions(seed=seed, runs_dir=runs_dir.resolve(), keep=keep, heartbeat_interval=heartbeat_interval,
                             grace_period=grace_period, max_retry=max_retry,
                             artifacts=api.artifact_dir(artifacts, url), workers_per_machine=workers_per_machine,
-                            trainer=trainer, curve_epoch_seconds=curve_epoch_seconds)
+                            trainer=trainer, curve_epoch_seconds=curve_epoch_seconds,
+                            max_consecutive_failures=max_consecutive_failures)
     requeue = RequeueTrial(options.max_retry)
     api.check_writable(options.runs_dir, options.artifacts)
     rdb, _ = api.open_storage(url, create=True, heartbeat_interval=options.heartbeat_interval,
@@ -161,7 +171,8 @@ def worker(
         runner = TrialRunner(settings.spec, runs_dir=options.runs_dir, device=device, stop_event=stop_event,
                              artifact_dir=options.artifacts, workers_per_machine=options.workers_per_machine)
     summary = Worker(the_study, settings, runner, name=name, runs_dir=options.runs_dir, keep=options.keep,
-                     stop_event=stop_event, requeue=requeue).run()
+                     stop_event=stop_event, requeue=requeue,
+                     max_consecutive_failures=options.max_consecutive_failures).run()
     logging.getLogger("hpo.worker").info("[%s] done: %s%s", name, summary.trials,
                                          " (stopped by signal)" if summary.stopped else "")
 
@@ -197,6 +208,13 @@ def status(
                          str(t["complete"]), str(t["pruned"]), str(t["failed"]), str(t["running"]),
                          f"{best['value']:.5f} (#{best['number']})" if best else "-")
     console.print(overview)
+    for s in summaries:
+        for line in s["stopped_workers"]:
+            console.print(f"[yellow]warning:[/] study {s['study']}: {line}")
+        if s["retries_exhausted"]:
+            numbers = ", ".join(str(n) for n in s["retries_exhausted"])
+            console.print(f"[yellow]warning:[/] study {s['study']}: trial(s) {numbers} lost their worker once too "
+                          "often and were not re-queued (retries exhausted): their hyps never finished training")
     if study:
         trials = Table(title=f"trials of {study}")
         for col in ("#", "state", "value", "epochs", "params", "note"):

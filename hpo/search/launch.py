@@ -29,6 +29,15 @@ from hpo.study import StudyProgress, StudySettings, best_trial, progress
 
 
 @dataclass(frozen=True)
+class WorkerExit:
+    """A worker process that exited with an error, and where its log is."""
+
+    index: int
+    returncode: int
+    log: Path
+
+
+@dataclass(frozen=True)
 class WorkerPlan:
     index: int
     device: str  # "cpu" or the CUDA index as seen inside the worker ("0")
@@ -85,6 +94,7 @@ class Launcher:
         self.started = time.time()
         # The ETA is this launch's own rate: trials finished before it (other launches, other days) do not count.
         self.finished_at_start = progress(study).finished
+        self.interrupted = False  # stopped by Ctrl-C / SIGTERM / SIGHUP
 
     def log_dir(self) -> Path:
         return self.runs_dir / self.settings.spec.name / "logs"
@@ -96,16 +106,23 @@ class Launcher:
             cmd = [sys.executable, "-m", "hpo", "worker", "--study", self.settings.spec.name,
                    "--worker-index", str(plan.index), "--device", plan.device, "--verbose",
                    *self.options.to_args()]
-            log = open(self.log_dir() / f"worker_{plan.index}.log", "ab")
-            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            log = open(self.worker_log(plan.index), "ab")
+            # Its own session: a terminal's Ctrl-C reaches the launcher only, which forwards exactly one
+            # SIGTERM; a worker seeing both would take the second signal for "force" and lose its trial.
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))
             log.close()
 
-    def wait(self) -> int:
-        """Wait for every worker; returns the number of workers that exited with an error.
+    def worker_log(self, index: int) -> Path:
+        return self.log_dir() / f"worker_{index}.log"
 
-        Ctrl-C or SIGTERM (docker stop, Slurm) stops the workers cleanly: each hands its trial back.
+    def wait(self) -> list[WorkerExit]:
+        """Wait for every worker; returns the workers that exited with an error.
+
+        Ctrl-C, SIGTERM (docker stop, Slurm) or SIGHUP stops the workers cleanly: each hands its trial
+        back at once (:attr:`interrupted` is then True); a second Ctrl-C kills them.
         """
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             if self.show_progress:
                 with Live(self.render(), console=self.console, refresh_per_second=1, transient=False) as live:
@@ -117,14 +134,21 @@ class Launcher:
                 while self._alive():
                     time.sleep(1.0)
         except KeyboardInterrupt:
-            self.console.print("stopping workers: their trials go back to the study")
-            self.stop()
+            self.interrupted = True
+            self.console.print("stopping workers: their trials go back to the study (Ctrl-C again to force)")
+            try:
+                self.stop()
+            except KeyboardInterrupt:
+                self.console.print("forced: workers killed; their trials are retried after the grace period")
+                self.kill()
         finally:
-            signal.signal(signal.SIGTERM, previous)
-        return sum(1 for p in self.procs if p.returncode not in (0, None))
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return [WorkerExit(plan.index, p.returncode, self.worker_log(plan.index))
+                for plan, p in zip(self.plans, self.procs) if p.returncode not in (0, None)]
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Ask workers to hand their trials back, then make sure they are gone."""
+        """Ask workers to hand their trials back (one SIGTERM each), then make sure they are gone."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -135,6 +159,13 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait()
 
     def _alive(self) -> bool:
         return any(p.poll() is None for p in self.procs)

@@ -66,9 +66,29 @@ class RequeueTrial:
     def __init__(self, max_retry: int = DEFAULT_MAX_RETRY) -> None:
         self.max_retry = max_retry
 
+    def verdict(self, system_attrs: dict[str, Any], params: dict[str, Any]) -> str:
+        """What happens to a trial handed back or lost now, for its failure reason (said before it ends)."""
+        retried = len(system_attrs.get(attrs.RETRY_HISTORY, []))
+        if retried >= self.max_retry:
+            return f"not re-queued: retried {retried} times already (--max-retry {self.max_retry})"
+        if not params and not system_attrs.get(attrs.FIXED_PARAMS):
+            return "not re-queued: no hyps sampled yet"
+        return "trial re-queued"
+
+    def exhausted(self, system_attrs: dict[str, Any]) -> int | None:
+        """The retries a trial already had, if that is all it gets (then its hyps are dropped)."""
+        retried = len(system_attrs.get(attrs.RETRY_HISTORY, []))
+        return retried if retried >= self.max_retry else None
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         history = [*trial.system_attrs.get(attrs.RETRY_HISTORY, []), trial.number]
-        if len(history) > self.max_retry or not trial.params:
+        queued = trial.system_attrs.get(attrs.FIXED_PARAMS)
+        if len(history) > self.max_retry or not (trial.params or queued):
+            return
+        if not trial.params:  # claimed from the queue but lost before sampling: queue the same hyps again
+            retry_attrs = {**attrs.inherited(trial.user_attrs), attrs.RETRY_OF: trial.number}
+            study.add_trial(optuna.create_trial(state=TrialState.WAITING, user_attrs=retry_attrs, system_attrs={
+                attrs.FIXED_PARAMS: queued, attrs.FAILED_TRIAL: history[0], attrs.RETRY_HISTORY: history}))
             return
         user_attrs = attrs.inherited(trial.user_attrs)
         user_attrs[attrs.RETRY_OF] = trial.number

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from hpo import attrs
 from hpo.offline import import_ultralytics
@@ -38,6 +37,10 @@ def log_epoch(trial: optuna.Trial, epoch: int, epochs: int, metric: str, value: 
 
 class StopRequested(Exception):
     """The worker was asked to stop (SIGTERM/SIGINT): the trial goes back to the study."""
+
+
+class _FinalValidationStopped(Exception):
+    """A stop request during Ultralytics' final validation: every epoch is trained and reported."""
 
 
 class NaNLossError(RuntimeError):
@@ -187,6 +190,15 @@ class TrialRunner:
             if stop_event.is_set():
                 raise StopRequested("worker asked to stop")
 
+        def on_val_batch_end(validator: Any) -> None:
+            if not stop_event.is_set():
+                return
+            if not validator.training and record.values:
+                # Ultralytics' final validation of best.pt: last.pt is already stripped (not resumable),
+                # but every epoch is trained and its metrics reported: the trial is complete without it.
+                raise _FinalValidationStopped
+            raise StopRequested("worker asked to stop")
+
         def on_train_epoch_end(trainer: Any) -> None:
             if not _finite(trainer.tloss):
                 raise NaNLossError(f"loss is NaN/Inf at epoch {trainer.epoch + 1}")
@@ -223,7 +235,7 @@ class TrialRunner:
 
         model = self.build_model(resume_from)
         for event, fn in (("on_pretrain_routine_start", on_pretrain_routine_start),
-                          ("on_train_batch_end", on_batch_end), ("on_val_batch_end", on_batch_end),
+                          ("on_train_batch_end", on_batch_end), ("on_val_batch_end", on_val_batch_end),
                           ("on_train_epoch_end", on_train_epoch_end),
                           ("on_fit_epoch_end", on_fit_epoch_end)):
             model.add_callback(event, fn)
@@ -238,6 +250,8 @@ class TrialRunner:
         start = time.perf_counter()
         try:
             model.train(**args)
+        except _FinalValidationStopped:
+            pass  # complete; record.final_metrics stays None (the final validation did not finish)
         finally:
             record.train_seconds = time.perf_counter() - start
             _close_loaders(model)

@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo import attrs, optuna_compat
+from hpo.errors import HpoError
 from hpo.search.pruners import create_pruner
 from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
 from hpo.search.trial_runner import StopRequested, trial_dir
@@ -34,6 +35,9 @@ from hpo.study import FINISHED, StudySettings, best_trial, complete_values, coun
 log = logging.getLogger("hpo.search.worker")
 
 DEFAULT_KEEP = 3
+# A worker whose every trial fails (full disk, broken driver, missing data) stops after this many in a
+# row instead of turning the whole search into FAIL records.
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
 IDLE_POLL_SECONDS = 0.5  # cheap: one counting query and the stale-trial check
 
 
@@ -55,6 +59,7 @@ class WorkerOptions:
     workers_per_machine: int = 1  # trainings sharing this machine's cores
     trainer: str = "yolo"  # "curve": the learning-curve stand-in (tests, benchmarks)
     curve_epoch_seconds: float = 0.0
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # 0: never give up
 
     def to_args(self) -> list[str]:
         """The ``hpo worker`` options that reproduce these settings."""
@@ -63,7 +68,12 @@ class WorkerOptions:
                 "--max-retry", str(self.max_retry),
                 "--artifacts", str(self.artifacts) if self.artifacts is not None else "off",
                 "--workers-per-machine", str(self.workers_per_machine), "--trainer", self.trainer,
-                "--curve-epoch-seconds", str(self.curve_epoch_seconds)]
+                "--curve-epoch-seconds", str(self.curve_epoch_seconds),
+                "--max-consecutive-failures", str(self.max_consecutive_failures)]
+
+
+class WorkerGaveUp(HpoError):
+    """Too many trials in a row failed on this worker: something is wrong with it, not with the hyps."""
 
 
 @dataclass
@@ -87,12 +97,15 @@ class Worker:
         keep: how many top trials keep their weights (0 keeps everything).
         poll_seconds: pause while other workers finish the last trials.
         stop_event: set to stop after the current batch (signal handlers set it).
+        max_consecutive_failures: stop with :class:`WorkerGaveUp` after this many failed trials in a
+            row (0: never), recording why on the study for ``hpo status``.
     """
 
     def __init__(self, study: optuna.Study, settings: StudySettings, objective: TrialFunction, *,
                  name: str = "worker", runs_dir: Path | None = None, keep: int = DEFAULT_KEEP,
                  poll_seconds: float = IDLE_POLL_SECONDS, stop_event: threading.Event | None = None,
-                 requeue: RequeueTrial | None = None) -> None:
+                 requeue: RequeueTrial | None = None,
+                 max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES) -> None:
         self.study = study
         self.settings = settings
         self.objective = objective
@@ -102,6 +115,8 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.stop_event = stop_event or threading.Event()
         self.requeue = requeue or RequeueTrial()
+        self.max_consecutive_failures = max_consecutive_failures
+        self.failures_in_a_row: list[str] = []
 
     @property
     def budget(self) -> int:
@@ -113,9 +128,38 @@ class Worker:
             # We record heartbeats ourselves (ask/tell), which is what these warnings are about.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-            self._loop(summary)
+            done = threading.Event()
+            watcher = self._start_stale_watcher(done)
+            try:
+                self._loop(summary)
+            finally:
+                done.set()
+                if watcher is not None:
+                    watcher.join(timeout=10)  # a daemon: a check waiting out a database restart must not hold us
         summary.stopped = self.stop_event.is_set()
         return summary
+
+    def _start_stale_watcher(self, done: threading.Event) -> threading.Thread | None:
+        """Check for dead workers' trials every heartbeat interval, also while this worker trains.
+
+        Checking only between trials left a dead worker's trial RUNNING until a survivor finished its
+        own (minutes, on real trainings) although the grace period had long passed.
+        """
+        storage = optuna_compat.storage_of(self.study)
+        if not optuna_compat.heartbeat_enabled(storage):
+            return None
+        interval = float(storage.get_heartbeat_interval() or 1)  # type: ignore[attr-defined]
+
+        def watch() -> None:
+            while not done.wait(interval):
+                try:
+                    fail_stale_trials(self.study, self.requeue)
+                except Exception:  # noqa: BLE001 - the loop checks too; never kill the worker from here
+                    log.debug("stale-trial check failed:\n%s", traceback.format_exc())
+
+        thread = threading.Thread(target=watch, name="hpo-stale-trials", daemon=True)
+        thread.start()
+        return thread
 
     def _loop(self, summary: WorkerSummary) -> None:
         while not self.stop_event.is_set():
@@ -149,6 +193,7 @@ class Worker:
             log.warning("[%s] trial %d was already finished elsewhere; result dropped", self.name, trial.number)
             return
         summary.trials[state.name.lower()] = summary.trials.get(state.name.lower(), 0) + 1
+        self._count_failure(trial.number, state, handed_back, frozen)
         if handed_back:
             self.requeue(self.study, frozen)  # handed back: the next worker trains these hyps again
         if log.isEnabledFor(logging.INFO):
@@ -166,12 +211,34 @@ class Worker:
             _note(trial, attrs.PRUNED_REASON, str(exc) or "pruned")
             return TrialState.PRUNED, None, False
         except StopRequested:
-            _note(trial, attrs.FAIL_REASON, "worker stopped by a signal; trial re-queued")
+            system_attrs = optuna_compat.storage_of(self.study).get_trial_system_attrs(optuna_compat.trial_id(trial))
+            exhausted = self.requeue.exhausted(system_attrs)
+            if exhausted is not None:
+                _note(trial, attrs.RETRIES_EXHAUSTED, exhausted)
+            _note(trial, attrs.FAIL_REASON, "worker stopped by a signal; "
+                  + self.requeue.verdict(system_attrs, trial.params))
             return TrialState.FAIL, None, True
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, the worker goes on
             _note(trial, attrs.FAIL_REASON, failure_reason(exc))
             log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
             return TrialState.FAIL, None, False
+
+    def _count_failure(self, number: int, state: TrialState, handed_back: bool, frozen: Any) -> None:
+        """Give up after ``max_consecutive_failures`` failed trials in a row, saying why on the study."""
+        if state != TrialState.FAIL:
+            self.failures_in_a_row.clear()
+            return
+        if handed_back:
+            return  # stopped, not failed
+        self.failures_in_a_row.append(str(frozen.user_attrs.get(attrs.FAIL_REASON, "failed")))
+        limit = self.max_consecutive_failures
+        if not limit or len(self.failures_in_a_row) < limit:
+            return
+        reason = (f"worker {self.name} stopped: {limit} trials in a row failed (last: trial {number}, "
+                  f"{self.failures_in_a_row[-1]})")
+        self.study.set_user_attr(attrs.WORKER_STOPPED_PREFIX + self.name,
+                                 {"reason": reason, "failures": limit, "last_trial": number})
+        raise WorkerGaveUp(reason)
 
     def _log_trial(self, number: int, state: TrialState, value: float | None) -> None:
         best = best_trial(self.study)
@@ -217,15 +284,23 @@ def fail_stale_trials(study: optuna.Study, callback: Callable[[optuna.Study, Any
     storage = optuna_compat.storage_of(study)
     if not optuna_compat.heartbeat_enabled(storage):
         return
+    on_stale = callback or optuna_compat.stale_trial_callback(storage)
     for trial_id in optuna_compat.stale_trial_ids(storage, study):
         try:
-            storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON,
-                                        "worker lost: no heartbeat within the grace period")
+            before = storage.get_trial(trial_id)
+            if before.state != TrialState.RUNNING:
+                continue
+            reason = "worker lost: no heartbeat within the grace period"
+            if isinstance(on_stale, RequeueTrial):
+                reason += "; " + on_stale.verdict(before.system_attrs, before.params)
+                exhausted = on_stale.exhausted(before.system_attrs)
+                if exhausted is not None:
+                    storage.set_trial_user_attr(trial_id, attrs.RETRIES_EXHAUSTED, exhausted)
+            storage.set_trial_user_attr(trial_id, attrs.FAIL_REASON, reason)
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        on_stale = callback or optuna_compat.stale_trial_callback(storage)
         if on_stale is not None:
             on_stale(study, storage.get_trial(trial_id))
 

@@ -254,7 +254,13 @@ def test_workers_survive_a_postgresql_restart(pg_url, toy_data: Path, tmp_path: 
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     summary = json.loads(out)["trials"]
-    assert summary == {"finished": 10, "complete": 10, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+    study = optuna.load_study(study_name="restart", storage=url)
+    reasons = [t.user_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL]
+    # Workers that waited out the restart together race for the last slots together: the losers'
+    # empty trials are "surplus" (FAIL in Optuna, nothing trained), not failures.
+    assert {k: v for k, v in summary.items() if k != "surplus"} == {
+        "finished": 10, "complete": 10, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}, reasons
+    assert summary["surplus"] == len(reasons) < 3
 
 
 def test_queued_trials_are_claimed_once_on_sqlite(tmp_path: Path) -> None:

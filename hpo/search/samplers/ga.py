@@ -20,7 +20,8 @@ The algorithm, as in YOLOv5 (``train.py``, v6/v7):
 
 What we add, and why:
 
-- A proposal that the study already has (any trial, running or queued included) or that equals its
+- A proposal that the study already has (any trial, running or queued included), that another
+  worker claimed first (an atomic claim record in the storage, see ``_claim``) or that equals its
   parent is redrawn: duplicate trainings waste GPU-hours. A running trial counts from the moment it
   is claimed: its queued ``fixed_params`` and the GA's proposal (stored on the trial as the system
   attribute ``ga:proposal`` when it is made) are taken points before the worker stores any param. After ``max_redraws`` tries (a tiny,
@@ -38,6 +39,8 @@ What we add, and why:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -125,9 +128,9 @@ class YoloV5GASampler(BaseSampler):
                       and all(n in t.params for n in self._names)]
         if not population:
             parent = dict(self._base)
-            if self._key(parent) not in taken:
+            if self._key(parent) not in taken and _claim(whole_study, trial, parent, self._key(parent)):
                 self.last_parent = None
-                return _claim(whole_study, trial, parent)
+                return parent
         else:
             sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
             parent = self.select_parent([t.params for t in population],
@@ -137,7 +140,9 @@ class YoloV5GASampler(BaseSampler):
             child = self.mutate(parent)
             key = self._key(child)
             if key not in taken and key != self._key(parent):
-                return _claim(whole_study, trial, child)
+                if _claim(whole_study, trial, child, key):
+                    return child
+                taken.add(key)  # another worker claimed it between our read and our claim
         return {}  # exhausted: sample_independent (random) proposes every gene
 
     def sample_independent(
@@ -205,14 +210,23 @@ def _key_value(value: Any) -> Any:
     return value
 
 
-def _claim(study: Study, trial: FrozenTrial, proposal: dict[str, Any]) -> dict[str, Any]:
-    """Record the proposal on its trial at once, so a worker sampling meanwhile sees it as taken.
+def _claim(study: Study, trial: FrozenTrial, proposal: dict[str, Any], key: tuple[Any, ...]) -> bool:
+    """Claim the point for this trial, atomically: False if another worker holds it already.
 
-    A worker stores params only when its objective suggests them, some time after ``ask()``; without
-    this, two workers asking at the same moment could both breed the same point.
+    Reading the trials and then recording a proposal leaves a window in which a worker asking at
+    the same moment reads the same trials and breeds the same child. hpo's storage inserts one claim
+    record per point (a study system attribute keyed by the point's hash, unique per study): of two
+    workers claiming one point exactly one succeeds. The proposal is also recorded on the trial, so
+    readers that come later see it as taken before the worker stores its params.
     """
+    backend = optuna_compat.backend_of(study)
+    if hasattr(backend, "claim_study_key"):
+        digest = hashlib.sha1(json.dumps(list(key), default=str).encode()).hexdigest()
+        if not backend.claim_study_key(optuna_compat.study_id(study), attrs.GA_CLAIM_PREFIX + digest,
+                                       trial.number):
+            return False
     optuna_compat.storage_of(study).set_trial_system_attr(optuna_compat.trial_id(trial), attrs.GA_PROPOSAL, proposal)
-    return proposal
+    return True
 
 
 def _known_points(trials: Sequence[FrozenTrial], exclude: int) -> list[dict[str, Any]]:
