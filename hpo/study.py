@@ -18,7 +18,8 @@ from hpo import attrs, optuna_compat
 from hpo.errors import HpoError
 from hpo.search.pruners import PRUNERS
 from hpo.search.samplers import SAMPLERS
-from hpo.spec import StudySpec, parse_spec
+from hpo.spec import StudySpec, multi_objective_pruner_error, parse_spec
+from hpo.search.samplers import sampler_problem
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -40,6 +41,7 @@ def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str,
         attrs.STUDY_PRUNER: pruner,
         attrs.STUDY_BUDGET: budget,
         attrs.STUDY_OBJECTIVE: spec.objective.model_dump(),
+        attrs.STUDY_OBJECTIVES: [o.model_dump() for o in spec.objectives],
     }
 
 
@@ -59,6 +61,11 @@ def create_or_join(
         raise HpoError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})", field="--sampler")
     if pruner not in PRUNERS:
         raise HpoError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})", field="--pruner")
+    if (problem := sampler_problem(sampler, multi_objective=spec.multi_objective,
+                                   constrained=bool(spec.constraints))) is not None:
+        raise HpoError(problem, field="--sampler")
+    if spec.multi_objective and pruner != "none":
+        raise HpoError(multi_objective_pruner_error(pruner).removeprefix("pruner: "), field="--pruner")
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if spec.name in existing:
         stored = load_settings(storage, spec.name)
@@ -73,9 +80,10 @@ def create_or_join(
             study.set_user_attr(key, value)
         return StudySettings(spec, sampler, pruner, new_budget)
 
-    direction = spec.objective.direction
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction,
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 load_if_exists=True)
+    if spec.multi_objective:
+        study.set_metric_names([o.metric for o in spec.objectives])
     budget = budget or spec.trials
     for key, value in _attrs(spec, sampler, pruner, budget).items():
         study.set_user_attr(key, value)
@@ -136,8 +144,8 @@ def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, An
     storage = optuna_compat.backend_of(study)
     if hasattr(storage, "complete_trial_values"):
         return storage.complete_trial_values(optuna_compat.study_id(study), attr)
-    return [(t.number, t.value, t.user_attrs.get(attr))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return [(t.number, t.values[0], t.user_attrs.get(attr))  # the primary objective
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
 
 
 def progress(study: optuna.Study) -> StudyProgress:
@@ -147,10 +155,30 @@ def progress(study: optuna.Study) -> StudyProgress:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best trial; in a multi-objective study the front's best by the primary (first) objective."""
+    if is_multi_objective(study):
+        front = pareto_front(study)
+        if not front:
+            return None
+        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return min(front, key=lambda t: (sign * t.values[0], t.number))
     try:
         return study.best_trial
     except ValueError:
         return None
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials no other dominates (``study.best_trials``: feasible ones first, as Optuna
+    ranks with constraints), in trial order; a single-objective study's best trial."""
+    if not is_multi_objective(study):
+        best = best_trial(study)
+        return [best] if best is not None else []
+    return sorted(study.best_trials, key=lambda t: t.number)
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:

@@ -145,7 +145,7 @@ class Launcher:
         table.add_row("trials", _progress_text(state, self.settings.budget))
         best = best_trial(self.study)
         if best is not None:
-            table.add_row("best", f"{best.value:.5f} (trial {best.number})")
+            table.add_row("best", f"{best.values[0]:.5f} (trial {best.number})")
             table.add_row("params", ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
         table.add_row("workers", f"{sum(p.poll() is None for p in self.procs)} running "
                                  f"(logs: {self.log_dir()})")
