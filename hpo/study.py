@@ -8,6 +8,7 @@ and pruner names, the objective and the trial budget. Later commands (``worker``
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,9 @@ def create_or_join(
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 load_if_exists=True)
     if spec.multi_objective:
-        study.set_metric_names([o.metric for o in spec.objectives])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in spec.objectives])
     budget = budget or spec.trials
     for key, value in _attrs(spec, sampler, pruner, budget).items():
         study.set_user_attr(key, value)
