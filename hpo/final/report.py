@@ -283,10 +283,10 @@ class ReportWriter:
             rows.append([t.number, t.state.name, ", ".join(_num(v) for v in t.values) if t.values else "-",
                          *[_num(t.params.get(n)) for n in names],
                          t.user_attrs.get(attrs.EPOCHS, t.last_step), _num(t.user_attrs.get("map75")),
-                         *[_num(t.user_attrs.get(c)) for c in costs], feasible,
+                         *[_num(t.user_attrs.get(c)) for c in costs], *([feasible] if spec.constraints else []),
                          t.user_attrs.get(attrs.TRAIN_SECONDS), note])
         parts.append(_table(["#", "state", "value" + ("s" if spec.multi_objective else ""), *names, "epochs", "mAP75",
-                             *costs, "feasible", "seconds", "note"], rows))
+                             *costs, *(["feasible"] if spec.constraints else []), "seconds", "note"], rows))
         parts.append("<p>Also here: <a href='trials.csv'>trials.csv</a> (every trial, Optuna's dataframe). "
                      f"Written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by hpo report.</p>")
         return _PAGE.format(title=_e(f"hpo report: {s.study_name}"), body="\n".join(parts))

@@ -191,3 +191,30 @@ def test_cli_refuses_a_pruner_for_multi_objective(tmp_path, toy_data) -> None:
         create_or_join(open_storage(f"sqlite:///{tmp_path / 'x.db'}"), spec, pruner="hyperband")
     with pytest.raises(HpoError, match="'cmaes' cannot optimise several objectives"):
         create_or_join(open_storage(f"sqlite:///{tmp_path / 'x.db'}"), spec, sampler="cmaes")
+
+
+def test_retrain_picks_by_metric_and_the_front(toy_data) -> None:
+    from hpo.errors import HpoError
+    from hpo.final.retrain import RetrainPlan, top_trials
+
+    spec = parse_spec(_deploy_dict(toy_data))
+    study = optuna.create_study(directions=spec.directions)
+    dist = {"lr0": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}
+    for i, (fit, lat) in enumerate([(0.5, 10.0), (0.6, 20.0), (0.4, 30.0), (0.55, 5.0)]):
+        study.add_trial(optuna.trial.create_trial(values=[fit, lat], params={"lr0": 1e-3 * (i + 1)},
+                                                  distributions=dist, user_attrs={"latency_ms": lat, "map75": fit}))
+    assert [t.number for t in top_trials(study, 2, spec=spec)] == [1, 3]  # by the primary objective
+    assert [t.number for t in top_trials(study, 2, "latency_ms", spec)] == [3, 0]  # minimised: an objective's direction
+    assert [t.number for t in top_trials(study, 1, "map75", spec)] == [1]
+    assert [t.number for t in pareto_front(study)] == [1, 3]
+    with pytest.raises(HpoError, match="either --front or --top-k"):
+        RetrainPlan.from_spec(spec, front=True, top_k=2)
+    with pytest.raises(HpoError, match="unknown metric 'fps'"):
+        RetrainPlan.from_spec(spec, by="fps")
+
+
+def test_weights_per_model(toy_data, tmp_path) -> None:
+    pt = tmp_path / "n.pt"
+    spec = parse_spec(_deploy_dict(toy_data, weights={"yolov5n-p6.yaml": str(pt)}))
+    assert spec.training_args({"model": "yolov5n-p6.yaml"})["pretrained"] == str(pt.resolve())
+    assert "pretrained" not in spec.training_args({"model": "yolov5s6.yaml"})
