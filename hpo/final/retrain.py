@@ -78,7 +78,7 @@ def top_trials(study: optuna.Study, k: int, by: str | None = None, spec: StudySp
     """The ``k`` best complete trials (ties: the earlier trial first), one per distinct set of hyps.
 
     Ranked by the (primary) objective, or by metric ``by`` (an objective's direction, else accuracy
-    maximised and costs minimised; trials without it last).
+    maximised and costs minimised; trials without it last); infeasible trials after feasible ones.
     """
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
@@ -94,7 +94,9 @@ def top_trials(study: optuna.Study, k: int, by: str | None = None, spec: StudySp
             return float(value) if isinstance(value, (int, float)) else (-math.inf if maximize else math.inf)
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    complete.sort(key=lambda t: (-score(t) if maximize else score(t), t.number))
+    # Feasible trials first (a constrained study's infeasible trials only fill up what is left).
+    complete.sort(key=lambda t: (t.user_attrs.get(attrs.FEASIBLE) is False, -score(t) if maximize else score(t),
+                                 t.number))
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
     for t in complete:
