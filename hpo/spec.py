@@ -149,6 +149,8 @@ class LatencySpec(_Strict):
     device: Literal["cpu", "train"] = "cpu"
     runs: int = Field(default=20, gt=0)
     warmup: int = Field(default=5, ge=0)
+    threads: int = Field(default=1, gt=0, description="torch CPU threads while measuring on the CPU (several "
+                         "threads on a CPU shared with trainings make the median swing tenfold)")
 
 
 class Retrain(_Strict):

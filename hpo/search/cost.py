@@ -7,7 +7,8 @@ trains, on a model built from the trial's model file (Ultralytics' own builder, 
 - ``gflops``: GFLOPs of one image at the trial's imgsz (Ultralytics' ``get_flops``, thop);
 - ``latency_ms``: batch 1 at the trial's imgsz, the model fused (conv+bn, as Ultralytics predicts)
   and in eval mode, ``warmup`` untimed runs, then the **median** of ``runs`` timed runs, on the
-  deploy device (``latency.device: cpu``, the default, with the worker's torch threads) or the
+  deploy device (``latency.device: cpu``, the default, with ``latency.threads`` torch threads, 1 by
+  default: several threads on a CPU shared with trainings swing the median tenfold) or the
   training device (``train``); CUDA runs under bf16 autocast where the GPU has it, else fp16, and are
   synchronised around each run; CPU runs in fp32;
 - ``weights_mb``: before training an estimate (2 bytes per parameter: the fp16 weights Ultralytics
@@ -87,8 +88,24 @@ def model_costs(module: Any, imgsz: int) -> dict[str, float]:
     return {"params": int(get_num_params(module)), "gflops": round(float(get_flops(module, imgsz)), 4)}
 
 
-def measure_latency(module: Any, imgsz: int, *, device: str = "cpu", runs: int = 20, warmup: int = 5) -> Latency:
-    """Median latency of one image (batch 1, ``imgsz`` square) through ``module`` on ``device``."""
+def measure_latency(module: Any, imgsz: int, *, device: str = "cpu", runs: int = 20, warmup: int = 5,
+                    threads: int | None = None) -> Latency:
+    """Median latency of one image (batch 1, ``imgsz`` square) through ``module`` on ``device``.
+
+    ``threads``: torch's CPU threads for the measurement (restored afterwards); None keeps the current.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _measure(module, imgsz, device, runs, warmup)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(module: Any, imgsz: int, device: str, runs: int, warmup: int) -> Latency:
     import contextlib
 
     import torch
@@ -207,7 +224,7 @@ class CostMeter:
             detail: dict[str, Any] = {"imgsz": imgsz, "weights_mb_source": "estimate (fp16 parameters)"}
             if "latency_ms" in self.spec.cost_metrics():
                 lat = measure_latency(module, imgsz, device=self.device, runs=self.spec.latency.runs,
-                                      warmup=self.spec.latency.warmup)
+                                      warmup=self.spec.latency.warmup, threads=self.spec.latency.threads)
                 costs["latency_ms"] = lat.median_ms
                 detail.update({k: v for k, v in asdict(lat).items() if k not in ("median_ms", "times_ms")})
             costs["detail"] = detail

@@ -17,14 +17,16 @@ def test_latency_median_is_stable_and_honours_runs_and_warmup() -> None:
     for _ in range(2):
         module = build_model("yolov5n-p6.yaml", nc=2)
         module.register_forward_pre_hook(lambda m, x: calls.__setitem__("n", calls["n"] + 1))
-        lat = measure_latency(module, 64, device="cpu", runs=7, warmup=3)
+        before = torch.get_num_threads()
+        lat = measure_latency(module, 64, device="cpu", runs=7, warmup=3, threads=1)
         assert lat.runs == 7 and lat.warmup == 3 and len(lat.times_ms) == 7
-        assert lat.device == "cpu" and lat.dtype == "float32" and lat.threads == torch.get_num_threads()
+        assert lat.device == "cpu" and lat.dtype == "float32" and lat.threads == 1
+        assert torch.get_num_threads() == before  # restored
         assert min(lat.times_ms) <= lat.median_ms <= max(lat.times_ms)
         medians.append(lat.median_ms)
     assert calls["n"] == 2 * (7 + 3)  # every warm-up and timed run is one forward pass, nothing more
     assert 0 < medians[0] and max(medians) / min(medians) < 10, medians  # generous: 2 cores shared by others
-    print(f"yolov5n-p6 at 64 px, CPU, {torch.get_num_threads()} threads: median {medians} ms")
+    print(f"yolov5n-p6 at 64 px, CPU, 1 thread: median {medians} ms")
 
 
 def test_params_and_gflops_of_built_models() -> None:
