@@ -159,6 +159,8 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
     from hpo.search.objective import METRIC_NAMES
     from hpo.study import best_trial, progress
 
+    from hpo.study import is_multi_objective, pareto_front
+
     state = progress(study)
     best = best_trial(study)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if state.failed else []
@@ -167,11 +169,14 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
     # delete a trial); it trained nothing, so it is counted apart, not as a failure.
     surplus = sum(1 for t in failed if t.user_attrs.get(attrs.SURPLUS))
     study_attrs = study.user_attrs
+    multi = is_multi_objective(study)
     return {
         "study": study.study_name,
         "sampler": settings.sampler,
         "pruner": settings.pruner,
         "objective": settings.spec.objective.model_dump(),
+        "objectives": [o.model_dump() for o in settings.spec.objectives],
+        "constraints": {k: v.model_dump(exclude_none=True) for k, v in settings.spec.constraints.items()},
         "budget": settings.budget,
         "warnings": settings.spec.base_import.warning_lines() if settings.spec.base_import else [],
         "final": study_attrs.get(attrs.STUDY_FINAL),
@@ -184,18 +189,25 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
                    "failed": state.failed - surplus, "running": state.running, "waiting": state.waiting,
                    "surplus": surplus},
         "best": None if best is None else {
-            "number": best.number, "value": best.value, "params": best.params,
+            "number": best.number, "value": best.values[0], "params": best.params,
             "metrics": {k: best.user_attrs.get(k) for k in METRIC_NAMES},
         },
+        "front": None if not multi else [
+            {"number": t.number, "values": t.values, "params": t.params} for t in pareto_front(study)],
     }
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per trial: state, value, params, epochs and why it ended."""
+    """One row per trial: state, value(s), params, epochs, costs, feasibility and why it ended."""
+    from hpo.spec import COST_METRICS
+
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({
-            "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+            "number": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
+            "values": t.values, "params": t.params, "feasible": t.user_attrs.get(attrs.FEASIBLE),
+            "violations": t.user_attrs.get(attrs.VIOLATIONS) or [],
+            "costs": {k: t.user_attrs[k] for k in COST_METRICS if k in t.user_attrs},
             "epochs": t.user_attrs.get(attrs.EPOCHS), "last_step": t.last_step,
             "train_seconds": t.user_attrs.get(attrs.TRAIN_SECONDS),
             "reason": t.user_attrs.get(attrs.FAIL_REASON) or t.user_attrs.get(attrs.PRUNED_REASON),
@@ -223,7 +235,8 @@ def export(study: str, output: str | Path | None = None, *, trial: int | None = 
     else:
         chosen = pick_trial(loaded.study, trial)
         text = render(loaded.study, loaded.settings, chosen, fmt)
-        what = f"trial {chosen.number}, value {chosen.value:.5f}"
+        what = f"trial {chosen.number}, value{'s' if len(chosen.values) > 1 else ''} " + \
+            ", ".join(f"{v:.5g}" for v in chosen.values)
     if output is not None and str(output) != "-":
         from hpo.paths import check_writable_dir
 

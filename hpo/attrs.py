@@ -15,7 +15,8 @@ STUDY_SPEC = "hpo:spec"  # the validated study spec (JSON)
 STUDY_SAMPLER = "hpo:sampler"
 STUDY_PRUNER = "hpo:pruner"
 STUDY_BUDGET = "hpo:trials"  # study-wide budget of finished trials (key kept for stored studies)
-STUDY_OBJECTIVE = "hpo:objective"
+STUDY_OBJECTIVE = "hpo:objective"  # the primary objective
+STUDY_OBJECTIVES = "hpo:objectives"  # every objective, primary first
 STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`
 STUDY_ARTIFACT_ERROR = "hpo:artifact_error"
 WORKER_STOPPED_PREFIX = "hpo:worker_stopped:"  # + worker name: why a worker gave up (consecutive failures)
@@ -41,6 +42,15 @@ FINAL_METRICS = "final_metrics"  # Ultralytics' final validation of best.pt
 LAST_EPOCH_METRICS = "last_epoch_metrics"
 # The best epoch's metrics are stored under the metric names themselves (see METRIC_NAMES in
 # hpo.search.objective): precision, recall, map50, map75, map50-95, fitness.
+# Deployment costs (hpo.search.cost), likewise under their metric names:
+LATENCY_MS = "latency_ms"  # median ms per image, batch 1, the trial's imgsz, on the deploy device
+PARAMS = "params"  # parameters of the built model
+GFLOPS = "gflops"  # GFLOPs at the trial's imgsz
+WEIGHTS_MB = "weights_mb"  # size of the fp16-stripped best.pt in MB (1e6 bytes); before training an estimate
+COST = "hpo:cost"  # how the costs were measured: device, dtype, runs, warm-up, threads, imgsz, sources
+FEASIBLE = "feasible"  # every constraint met (absent: the study has none); the values samplers read are
+#                       Optuna's own (Trial.set_constraint, FrozenTrial.constraints)
+VIOLATIONS = "violations"  # the constraints a trial breaks, in words
 
 # --- trial system attributes ---------------------------------------------------------------------
 RETRY_HISTORY = "retry_history"  # numbers of the failed trials this retry descends from

@@ -24,8 +24,11 @@ from hpo import yamlio
 from hpo.errors import HpoError, shown
 from hpo.optuna_compat import contains
 from hpo.search.pruners import PRUNERS
-from hpo.search.samplers import SAMPLERS
+from hpo.search.samplers import SAMPLERS, sampler_problem
 
+
+#: The one search-space name that is no training argument: the model (architecture) a trial builds.
+SEARCHED_MODEL = "model"
 
 _ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -108,11 +111,46 @@ class CategoricalParam(_Strict):
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
-class ObjectiveSpec(_Strict):
-    """What a trial's value is: one metric of its best epoch, and which way is better."""
+#: Metrics of a trial's best epoch (validation) and what a trained model costs to deploy
+#: (measured by :mod:`hpo.search.cost`). Objectives and constraints name these.
+ACCURACY_METRICS = ("fitness", "map75", "map50", "map50-95", "precision", "recall")
+COST_METRICS = ("latency_ms", "params", "gflops", "weights_mb")
+AccuracyMetric = Literal["fitness", "map75", "map50", "map50-95", "precision", "recall"]
+Metric = Literal["fitness", "map75", "map50", "map50-95", "precision", "recall",
+                 "latency_ms", "params", "gflops", "weights_mb"]
 
-    metric: Literal["fitness", "map75", "map50", "map50-95"] = "fitness"
+
+class ObjectiveSpec(_Strict):
+    """One objective: a metric of the trial (its best epoch's, or its model's cost), and which way is better."""
+
+    metric: Metric = "fitness"
     direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Bound(_Strict):
+    """A constraint on one metric: ``min`` and/or ``max`` (inclusive)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class LatencySpec(_Strict):
+    """How ``latency_ms`` is measured: batch 1 at the study's imgsz, ``warmup`` untimed runs, then the
+    median of ``runs`` timed ones, on the deploy device (``cpu``) or the training device (``train``)."""
+
+    device: Literal["cpu", "train"] = "cpu"
+    runs: int = Field(default=20, gt=0)
+    warmup: int = Field(default=5, ge=0)
+    threads: int = Field(default=1, gt=0, description="torch CPU threads while measuring on the CPU (several "
+                         "threads on a CPU shared with trainings make the median swing tenfold)")
 
 
 class Retrain(_Strict):
@@ -146,11 +184,16 @@ class StudySpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    model: str = Field(description="Ultralytics model yaml (e.g. yolov5m6.yaml) or a local .pt")
-    weights: str | None = Field(default=None, description="local pretrained .pt loaded into the model")
+    model: str | None = Field(default=None, description="Ultralytics model yaml (e.g. yolov5m6.yaml) or a local "
+                              ".pt; may instead be a categorical dimension of search_space")
+    weights: str | dict[str, str] | None = Field(
+        default=None, description="local pretrained .pt loaded into the model, or a mapping model -> .pt")
     data: str
     train: dict[str, Any] = Field(default_factory=dict)
-    objective: ObjectiveSpec = ObjectiveSpec()
+    objective: ObjectiveSpec = Field(default=ObjectiveSpec(), description="the primary (first) objective")
+    objectives: list[ObjectiveSpec] = Field(default_factory=list, description="every objective, primary first")
+    constraints: dict[str, Bound] = Field(default_factory=dict, description="metric -> {min, max}")
+    latency: LatencySpec = LatencySpec()
     search_space: dict[str, Param] = Field(min_length=1)
     base: dict[str, Any] = Field(default_factory=dict)
     base_from: str | None = Field(default=None, description="a YOLOv5 hyp.yaml whose values start `base`")
@@ -188,6 +231,44 @@ class StudySpec(_Strict):
                                    "dropped": found.dropped, "yolov5": found.original}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives(cls, data: Any) -> Any:
+        """``objective:`` (one) or ``objectives:`` (a list); internally both: ``objective`` is the first.
+
+        Every entry of ``objectives`` names its direction; a multi-objective study defaults to no pruner.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        listed = data.get("objectives")
+        if listed is None or listed == []:
+            data["objectives"] = [data.get("objective") or {}]
+            return data
+        if not isinstance(listed, list):
+            return data  # pydantic says what is wrong with it
+        for i, entry in enumerate(listed):
+            if isinstance(entry, dict) and "direction" not in entry:
+                raise ValueError(f"objectives.{i}.direction: required field is missing (maximize or minimize)")
+        first = listed[0]
+        given = data.get("objective")
+        if given is not None and isinstance(first, dict) and isinstance(given, dict) \
+                and {"metric": "fitness", "direction": "maximize", **given} != {"metric": "fitness", **first}:
+            raise ValueError("objective: give either objective (one) or objectives (a list), not both")
+        data["objective"] = first
+        if len(listed) > 1 and "pruner" not in data:
+            data["pruner"] = "none"
+        return data
+
+    @field_validator("constraints")
+    @classmethod
+    def _measured(cls, constraints: dict[str, Bound]) -> dict[str, Bound]:
+        known = (*ACCURACY_METRICS, *COST_METRICS)
+        for name in constraints:
+            if name not in known:
+                raise ValueError(f"{name}: is not a measured metric (choose from {', '.join(known)})")
+        return constraints
+
     @field_validator("sampler", "pruner")
     @classmethod
     def _registered(cls, name: str, info: ValidationInfo) -> str:
@@ -205,6 +286,8 @@ class StudySpec(_Strict):
     @classmethod
     def _valid_space(cls, space: dict[str, Param]) -> dict[str, Param]:
         for name, param in space.items():
+            if name == SEARCHED_MODEL:  # the architecture: a choice of model files, checked when built
+                continue
             _check_training_arg(name)
             if isinstance(param, CategoricalParam):
                 values = {f"choices.{i}": choice for i, choice in enumerate(param.choices)}
@@ -217,8 +300,11 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
+        self._check_objectives()
+        self._check_model()
         for name in self.base:
-            _check_training_arg(name)
+            if not (name == SEARCHED_MODEL and name in self.search_space):
+                _check_training_arg(name)
         for name, value in self.base.items():
             origin = (f" (from base_from {self.base_import.source})"
                       if self.base_import and name in self.base_import.imported else "")
@@ -230,7 +316,7 @@ class StudySpec(_Strict):
                     raise ValueError(f"base.{name}: {shown(value)} is not a valid value of the search space")
                 if not contains(dist, value):
                     raise ValueError(f"base.{name}: {shown(value)} lies outside the search space{origin}")
-            if (problem := hyps.check_value(name, value)) is not None:
+            if name != SEARCHED_MODEL and (problem := hyps.check_value(name, value)) is not None:
                 raise ValueError(f"base.{name}: {problem}{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
@@ -244,7 +330,58 @@ class StudySpec(_Strict):
             raise ValueError("train.optimizer: 'auto' ignores lr0 and momentum; name an optimizer (e.g. SGD)")
         return self
 
+    def _check_objectives(self) -> None:
+        seen: set[str] = set()
+        for i, objective in enumerate(self.objectives):
+            if objective.metric in seen:
+                raise ValueError(f"objectives.{i}.metric: {objective.metric!r} is already an objective")
+            seen.add(objective.metric)
+        if self.objectives[0].metric not in ACCURACY_METRICS:
+            raise ValueError(f"objectives.0.metric: the first (primary) objective must be an accuracy metric "
+                             f"({', '.join(ACCURACY_METRICS)}); costs come after it")
+        if self.multi_objective and self.pruner != "none":
+            raise ValueError(multi_objective_pruner_error(self.pruner))
+        check_sampler(self.sampler, self)
+
+    def _check_model(self) -> None:
+        searched = self.search_space.get("model")
+        if searched is None:
+            if not self.model:
+                raise ValueError("model: required field is missing")
+        else:
+            if not isinstance(searched, CategoricalParam):
+                raise ValueError("search_space.model: must be {type: categorical, choices: [...]}")
+            if self.model:
+                raise ValueError("model: is also in search_space; fix it in one place only")
+        if isinstance(self.weights, dict):
+            models = self.model_choices()
+            for name in self.weights:
+                if name not in models:
+                    raise ValueError(f"weights.{name}: is not a model of this study ({', '.join(models)})")
+
     # --- derived views -------------------------------------------------------------------------
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def cost_metrics(self) -> list[str]:
+        """The cost metrics a trial must measure: those its objectives and constraints name."""
+        named = [o.metric for o in self.objectives] + list(self.constraints)
+        return [m for m in COST_METRICS if m in named]
+
+    def model_choices(self) -> list[str]:
+        searched = self.search_space.get("model")
+        return [str(c) for c in searched.choices] if isinstance(searched, CategoricalParam) else [str(self.model)]
+
+    def imgsz(self, params: dict[str, Any] | None = None) -> int:
+        """The image size a trial with ``params`` trains (and is measured) at."""
+        chosen = {**self.fixed_args(), **(params or {})}
+        return int(chosen.get("imgsz", hyps.ultralytics_defaults()["imgsz"]))
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         return {name: p.distribution() for name, p in self.search_space.items()}
@@ -273,17 +410,21 @@ class StudySpec(_Strict):
         are assembled: trials, retrains and exports all train exactly what this says.
         """
         chosen: dict[str, Any] = {**self.fixed_args(), **(params or {}), **(overrides or {})}
-        args: dict[str, Any] = {"model": self.resolved_model(),
+        model = chosen.pop("model", None)
+        args: dict[str, Any] = {"model": self.resolved_model(model),
                                 "data": str(self.resolved_data(chosen.pop("data", None)))}
-        weights = self.resolved_weights()
+        weights = self.resolved_weights(model)
         if weights is not None:
             args["pretrained"] = str(weights)
         args.update(chosen)
         return args
 
-    def resolved_model(self) -> str:
-        """A model yaml name as given (Ultralytics resolves it), a local ``.pt`` as an absolute path."""
-        model = expand_env(self.model)
+    def resolved_model(self, name: str | None = None) -> str:
+        """A model yaml name as given (Ultralytics resolves it), a local ``.pt`` as an absolute path.
+
+        ``name``: the trial's sampled model where the model is searched (default: the first choice).
+        """
+        model = expand_env(str(name or self.model or self.model_choices()[0]))
         return str(Path(model).expanduser().resolve()) if model.endswith(".pt") else model
 
     @property
@@ -293,10 +434,16 @@ class StudySpec(_Strict):
     def resolved_data(self, data: str | None = None) -> Path:
         return Path(expand_env(data or self.data)).expanduser().resolve()
 
-    def resolved_weights(self) -> Path | None:
+    def resolved_weights(self, model: str | None = None) -> Path | None:
+        """The pretrained weights of ``model`` (a mapping model -> .pt: that model's, else none)."""
         if not self.weights:
             return None
-        expanded = expand_env(self.weights)
+        raw = self.weights
+        if isinstance(raw, dict):
+            raw = raw.get(str(model or self.model_choices()[0]))
+            if not raw:
+                return None
+        expanded = expand_env(raw)
         return Path(expanded).expanduser().resolve() if expanded else None
 
     def check_files(self, source: str | Path = "study") -> None:
@@ -305,14 +452,18 @@ class StudySpec(_Strict):
         if not data.is_file():
             raise HpoError(f"data yaml {data} not found (run `hpo data prepare` or fix the path)",
                            path=source, field="data")
-        weights = self.resolved_weights()
+        for model in self.model_choices():
+            self._check_model_files(model, source)
+
+    def _check_model_files(self, name: str, source: str | Path) -> None:
+        weights = self.resolved_weights(name)
         if weights is not None and not weights.is_file():
             raise HpoError(
                 f"pretrained weights {weights} not found: put the local file there (e.g. yolov5m6u.pt "
                 "from the Ultralytics release assets, copied by hand; nothing is downloaded), set the "
                 "environment variable the path names, or set `weights: null` to train from scratch",
                 path=source, field="weights")
-        model = self.resolved_model()
+        model = self.resolved_model(name)
         if model.endswith(".pt") and not Path(model).is_file():
             raise HpoError(f"model checkpoint {model} not found", path=source, field="model")
 
@@ -329,6 +480,18 @@ def render_config(config: dict[str, Any], header: list[str] | tuple[str, ...] = 
     import yaml
 
     return "".join(f"# {line}\n" for line in header) + yaml.safe_dump(config, sort_keys=False)
+
+
+def multi_objective_pruner_error(pruner: str) -> str:
+    return (f"pruner: {pruner!r} cannot prune a multi-objective study (Optuna does not prune them, and hpo "
+            "does not prune on the primary objective alone); use pruner: none")
+
+
+def check_sampler(name: str, spec: StudySpec) -> None:
+    """Refuse a sampler that cannot handle the spec's objectives or constraints (a ``ValueError``)."""
+    problem = sampler_problem(name, multi_objective=spec.multi_objective, constrained=bool(spec.constraints))
+    if problem:
+        raise ValueError(f"sampler: {problem}")
 
 
 def _find_relative(raw: str, source: Any) -> Path:

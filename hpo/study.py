@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ from hpo import attrs, optuna_compat
 from hpo.errors import HpoError
 from hpo.search.pruners import PRUNERS
 from hpo.search.samplers import SAMPLERS
-from hpo.spec import StudySpec, parse_spec
+from hpo.spec import StudySpec, multi_objective_pruner_error, parse_spec
+from hpo.search.samplers import sampler_problem
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -43,6 +45,7 @@ def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str,
         attrs.STUDY_PRUNER: pruner,
         attrs.STUDY_BUDGET: budget,
         attrs.STUDY_OBJECTIVE: spec.objective.model_dump(),
+        attrs.STUDY_OBJECTIVES: [o.model_dump() for o in spec.objectives],
     }
 
 
@@ -88,6 +91,7 @@ def create_or_join(
             raise HpoError(f"budget {new.budget} is below the {finished} trials study {spec.name!r} has already "
                            f"finished (stored budget {stored.budget}); use --allow-budget-cut to set it anyway",
                            field="--trials")
+        _check_fits(spec, new.sampler, new.pruner)
         for what, before, after in (("sampler", stored.sampler, new.sampler), ("pruner", stored.pruner, new.pruner),
                                     ("budget", stored.budget, new.budget)):
             if before != after:
@@ -97,10 +101,10 @@ def create_or_join(
         _name_metric(study, spec)
         return dataclasses.replace(new, changes=tuple(changes))
 
-    direction = spec.objective.direction
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction,
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 load_if_exists=True)
     settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials)
+    _check_fits(spec, settings.sampler, settings.pruner)
     for key, value in _attrs(spec, settings.sampler, settings.pruner, settings.budget).items():
         study.set_user_attr(key, value)
     _name_metric(study, spec)
@@ -109,14 +113,22 @@ def create_or_join(
     return settings
 
 
-def _name_metric(study: optuna.Study, spec: StudySpec) -> None:
-    """The objective's name on the study, so the dashboard says "fitness", not "Objective 0"."""
-    import warnings
+def _check_fits(spec: StudySpec, sampler: str, pruner: str) -> None:
+    """Refuse a sampler or pruner that cannot handle the spec's objectives or constraints."""
+    if (problem := sampler_problem(sampler, multi_objective=spec.multi_objective,
+                                   constrained=bool(spec.constraints))) is not None:
+        raise HpoError(problem, field="--sampler")
+    if spec.multi_objective and pruner != "none":
+        raise HpoError(multi_objective_pruner_error(pruner).removeprefix("pruner: "), field="--pruner")
 
-    if study.metric_names != [spec.objective.metric]:
+
+def _name_metric(study: optuna.Study, spec: StudySpec) -> None:
+    """The objectives' names on the study, so the dashboard says "fitness", not "Objective 0"."""
+    names = [o.metric for o in spec.objectives]
+    if study.metric_names != names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([spec.objective.metric])
+            study.set_metric_names(names)
 
 
 def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySettings:
@@ -171,8 +183,8 @@ def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, An
     storage = optuna_compat.backend_of(study)
     if hasattr(storage, "complete_trial_values"):
         return storage.complete_trial_values(optuna_compat.study_id(study), attr)
-    return [(t.number, t.value, t.user_attrs.get(attr))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return [(t.number, t.values[0], t.user_attrs.get(attr))  # the primary objective
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
 
 
 def progress(study: optuna.Study) -> StudyProgress:
@@ -182,10 +194,30 @@ def progress(study: optuna.Study) -> StudyProgress:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best trial; in a multi-objective study the front's best by the primary (first) objective."""
+    if is_multi_objective(study):
+        front = pareto_front(study)
+        if not front:
+            return None
+        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return min(front, key=lambda t: (sign * t.values[0], t.number))
     try:
         return study.best_trial
     except ValueError:
         return None
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials no other dominates (``study.best_trials``: feasible ones first, as Optuna
+    ranks with constraints), in trial order; a single-objective study's best trial."""
+    if not is_multi_objective(study):
+        best = best_trial(study)
+        return [best] if best is not None else []
+    return sorted(study.best_trials, key=lambda t: t.number)
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -72,8 +73,8 @@ def tiny_spec_dict(data: Path, *, name: str = "tiny", epochs: int = 2, trials: i
         "train": {"epochs": epochs, "imgsz": 64, "batch": 8, "nbs": 8, "optimizer": "SGD",
                   "cos_lr": True, "warmup_epochs": 0, "close_mosaic": 0, "seed": 0},
         "objective": {"metric": "fitness", "direction": "maximize"},
-        "search_space": DEMO["search_space"],
-        "base": DEMO["base"],
+        "search_space": copy.deepcopy(DEMO["search_space"]),
+        "base": copy.deepcopy(DEMO["base"]),
         "sampler": sampler,
         "pruner": pruner,
         "trials": trials,

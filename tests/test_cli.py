@@ -47,7 +47,7 @@ class _NoTraining:
 def test_trial_hyp_yaml_is_the_full_config_export_writes(toy_data: Path, tmp_path: Path) -> None:
     spec = parse_spec(tiny_spec_dict(toy_data))
     runner = TrialRunner(spec, runs_dir=tmp_path / "runs", device="cpu")
-    runner.build_model = lambda checkpoint=None: _NoTraining()  # type: ignore[method-assign]
+    runner.build_model = lambda checkpoint=None, model=None: _NoTraining()  # type: ignore[method-assign]
     params = {"lr0": 0.02, "lrf": 0.05, "momentum": 0.9}
     runner.train(params, tmp_path / "runs" / "t")
     text = (tmp_path / "runs" / "t" / "hyp.yaml").read_text()

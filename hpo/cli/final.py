@@ -50,6 +50,10 @@ def retrain(
     artifacts: ArtifactsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="retrain models an earlier run already made with "
                                         "the same settings")] = False,
+    front: Annotated[bool, typer.Option("--front", help="retrain every trial of the Pareto front "
+                                        "(multi-objective studies)")] = False,
+    by: Annotated[Optional[str], typer.Option("--by", help="rank the top K by this metric (e.g. map75, "
+                                              "latency_ms) instead of the objective")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the final record as JSON")] = False,
 ) -> None:
     """Retrain the best trials' hyps on the full set, validate on the real validation set, pick the winner.
@@ -65,7 +69,7 @@ def retrain(
     loaded = api.load(study, storage)
     api.check_writable(runs_dir, None)
     settings = loaded.settings
-    plan = RetrainPlan.from_spec(settings.spec, top_k=top_k, data=data, epochs=epochs)
+    plan = RetrainPlan.from_spec(settings.spec, top_k=top_k, data=data, epochs=epochs, front=front, by=by)
     settings.spec.model_copy(update={"data": str(plan.data)}).check_files(f"study {study!r} (retrain)")
     dataset = check_dataset(plan.data)
     console = make_console(stderr=True)
@@ -75,7 +79,8 @@ def retrain(
         import torch
 
         device = "0" if torch.cuda.is_available() else "cpu"
-    console.print(f"retraining the top {plan.top_k} trial(s) of [bold]{study}[/]: {plan.epochs} epochs on "
+    which = "the Pareto front" if plan.front else f"the top {plan.top_k} trial(s)" + (f" by {plan.by}" if plan.by else "")
+    console.print(f"retraining {which} of [bold]{study}[/]: {plan.epochs} epochs on "
                   f"{plan.data} ({dataset.splits['train'].images} train / {dataset.splits['val'].images} "
                   f"validation images), device {device}")
     record = Retrainer(loaded.study, settings, plan, runs_dir=runs_dir, device=device, console=console,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from hpo import api
@@ -206,7 +207,8 @@ def status(
         best = s["best"]
         overview.add_row(s["study"], s["sampler"], s["pruner"], f"{t['finished']}/{s['budget']}",
                          str(t["complete"]), str(t["pruned"]), str(t["failed"]), str(t["running"]),
-                         f"{best['value']:.5f} (#{best['number']})" if best else "-")
+                         (f"front of {len(s['front'])}" if s.get("front") is not None else
+                          f"{best['value']:.5f} (#{best['number']})") if best else "-")
     console.print(overview)
     for s in summaries:
         for line in s["stopped_workers"]:
@@ -216,15 +218,41 @@ def status(
             console.print(f"[yellow]warning:[/] study {s['study']}: trial(s) {numbers} lost their worker once too "
                           "often and were not re-queued (retries exhausted): their hyps never finished training")
     if study:
+        summary = summaries[0]
+        multi = summary.get("front") is not None
+        values_col = "values (" + ", ".join(o["metric"] for o in summary["objectives"]) + ")" if multi else "value"
+        constrained = bool(summary.get("constraints"))
         trials = Table(title=f"trials of {study}")
-        for col in ("#", "state", "value", "epochs", "params", "note"):
+        for col in ("#", "state", values_col, "epochs", "params", *(["feasible"] if constrained else []), "note"):
             trials.add_column(col)
-        for r in summaries[0]["trial_table"]:
+        for r in summary["trial_table"]:
             params = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-            trials.add_row(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.5f}",
-                           str(r["epochs"] or r["last_step"] or "-"), params, r["reason"] or "")
+            shown = "-" if r["value"] is None else (", ".join(f"{v:.5g}" for v in r["values"]) if multi
+                                                    else f"{r['value']:.5f}")
+            feasible = {True: "yes", False: "[red]INFEASIBLE[/]", None: "-"}[r.get("feasible")]
+            note = "; ".join(filter(None, [*r.get("violations", []), r["reason"] or ""]))
+            trials.add_row(str(r["number"]), r["state"], shown, str(r["epochs"] or r["last_step"] or "-"), params,
+                           *([feasible] if constrained else []), note)
         console.print(trials)
-        if summaries[0].get("final"):
+        if multi:
+            print_front(console, summary)
+        if summary.get("final"):
             print_final(console, summaries[0]["final"])
         for line in summaries[0].get("warnings", []):
             console.print(f"[yellow]warning:[/] {line}")
+
+
+def print_front(console: Console, summary: dict[str, Any]) -> None:
+    """The Pareto front of a multi-objective study: the trials no other (feasible) trial dominates."""
+    objectives = summary["objectives"]
+    front = Table(title=f"Pareto front ({len(summary['front'])} trial(s); "
+                        + ", ".join(f"{o['metric']} {o['direction'][:3]}" for o in objectives) + ")")
+    for col in ("#", *(o["metric"] for o in objectives), "params"):
+        front.add_column(col)
+    for t in summary["front"]:
+        params = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        front.add_row(str(t["number"]), *(f"{v:.5g}" for v in t["values"]), params)
+    console.print(front)
+    if summary["front"]:
+        console.print(f"pick one: hpo export --study {summary['study']} --trial N; "
+                      f"retrain them all: hpo retrain --study {summary['study']} --front")

@@ -21,8 +21,8 @@ from hpo import attrs
 from hpo.errors import HpoError
 from hpo.final.record import final_winner
 from hpo.search.objective import METRIC_NAMES
-from hpo.spec import render_config
-from hpo.study import StudySettings, best_trial
+from hpo.spec import ACCURACY_METRICS, COST_METRICS, render_config
+from hpo.study import StudySettings, best_trial, pareto_front
 
 #: format name -> what it writes (``--format``).
 FORMATS = {
@@ -47,15 +47,31 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
 
 
 def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTrial) -> list[str]:
-    objective = settings.spec.objective
+    spec = settings.spec
     metrics = ", ".join(f"{m}={trial.user_attrs[m]:.5f}" for m in METRIC_NAMES
                         if isinstance(trial.user_attrs.get(m), (int, float)))
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
-    return [
+    objectives = ", ".join(f"{o.metric} ({o.direction}) = " + (f"{v:.5f}" if o.metric in ACCURACY_METRICS else f"{v:.6g}")
+                           for o, v in zip(spec.objectives, trial.values))
+    lines = [
         f"hpo export: study {study.study_name}, trial {trial.number} of {done} finished",
         f"sampler {settings.sampler}, pruner {settings.pruner}, "
-        f"objective {objective.metric} ({objective.direction}) = {trial.value:.5f}",
+        f"objective{'s' if spec.multi_objective else ''} {objectives}",
         f"metrics: {metrics or 'n/a'}",
+    ]
+    if spec.multi_objective:
+        front = [t.number for t in pareto_front(study)]
+        where = "chosen from" if trial.number in front else "NOT on"
+        lines.append(f"{where} the Pareto front of {len(front)} trial(s): {', '.join(map(str, front))}")
+    costs = ", ".join(f"{m}={trial.user_attrs[m]:.6g}" for m in COST_METRICS if m in trial.user_attrs)
+    if costs:
+        lines.append(f"costs: {costs}")
+    if spec.constraints:
+        broken = trial.user_attrs.get(attrs.VIOLATIONS) or []
+        bounds = ", ".join(f"{n} in [{b.min if b.min is not None else '-inf'}, {b.max if b.max is not None else 'inf'}]"
+                           for n, b in spec.constraints.items())
+        lines.append(f"constraints {bounds}: " + ("met" if not broken else "BROKEN: " + "; ".join(broken)))
+    return lines + [
         f"epochs {trial.user_attrs.get(attrs.EPOCHS, '?')}, train seconds {trial.user_attrs.get(attrs.TRAIN_SECONDS, '?')}",
         f"written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         "use: yolo train cfg=<this file>",

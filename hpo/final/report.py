@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import attrs
-from hpo.study import StudySettings, best_trial, progress
+from hpo.study import StudySettings, best_trial, pareto_front, progress
 
 
 #: Below this many complete trials parameter importances are mostly noise: drawn, with a caveat.
@@ -216,9 +216,79 @@ def _mini_vs_full(record: dict[str, Any]) -> Callable[[optuna.Study], Any]:
     return draw
 
 
-def plots(record: dict[str, Any] | None, metric: str = "objective") -> list[Plot]:
+def _pareto(spec: Any) -> Callable[[optuna.Study], Any]:
+    """Accuracy (primary objective, y) against the first other objective (x, usually a cost): every
+    complete trial, infeasible ones as red crosses, the Pareto front highlighted and joined."""
+
+    def draw(study: optuna.Study) -> Any:
+        import matplotlib.pyplot as plt
+
+        y_obj, x_obj = spec.objectives[0], spec.objectives[1]
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+        if not done:
+            raise ValueError("no complete trial yet")
+        front = {t.number for t in pareto_front(study)}
+        fig, ax = plt.subplots(figsize=(6.5, 4.8), tight_layout=True)
+        groups = {
+            "feasible": [t for t in done if t.user_attrs.get(attrs.FEASIBLE) is not False and t.number not in front],
+            "infeasible": [t for t in done if t.user_attrs.get(attrs.FEASIBLE) is False],
+            "Pareto front": sorted((t for t in done if t.number in front), key=lambda t: t.values[1]),
+        }
+        style = {"feasible": dict(color="#1f77b4", marker="o", s=30, alpha=0.7),
+                 "infeasible": dict(color="#d62728", marker="x", s=40),
+                 "Pareto front": dict(color="#ff7f0e", marker="o", s=70, edgecolors="black", zorder=3)}
+        for label, trials in groups.items():
+            if trials:
+                ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], label=f"{label} "
+                           f"({len(trials)})", **style[label])
+        line = groups["Pareto front"]
+        if len(line) > 1:
+            ax.plot([t.values[1] for t in line], [t.values[0] for t in line], color="#ff7f0e", drawstyle="steps-post"
+                    if x_obj.direction == "minimize" else "default", zorder=2)
+        for t in line:
+            ax.annotate(f"#{t.number}", (t.values[1], t.values[0]), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8)
+        ax.set_xlabel(f"{x_obj.metric} ({x_obj.direction})")
+        ax.set_ylabel(f"{y_obj.metric} ({y_obj.direction})")
+        ax.set_title(f"Pareto front: {y_obj.metric} against {x_obj.metric}")
+        ax.legend(fontsize=8)
+        return ax
+
+    return draw
+
+
+def _primary(draw: Callable[..., Any], spec: Any) -> Callable[[optuna.Study], Any]:
+    """An Optuna plot of a multi-objective study, on its primary objective."""
+    metric = spec.objectives[0].metric
+
+    def primary(study: optuna.Study) -> Any:
+        return draw(study, target=lambda t: t.values[0], target_name=metric)
+
+    return primary
+
+
+def plots(record: dict[str, Any] | None, spec: Any = None, metric: str = "objective") -> list[Plot]:
     from optuna.visualization import matplotlib as vis
 
+    if spec is not None and spec.multi_objective:
+        chosen = [
+            Plot("pareto_front.png", "Pareto front", f"{spec.objectives[0].metric} against "
+                 f"{spec.objectives[1].metric}: every complete trial, infeasible ones crossed, the front highlighted",
+                 _pareto(spec)),
+            *(Plot(f, t, f"{c} (primary objective {spec.objectives[0].metric})", _primary(d, spec)) for f, t, c, d in (
+                ("optimization_history.png", "Optimisation history", "every finished trial",
+                 vis.plot_optimization_history),
+                ("param_importances.png", "Parameter importances", "how much each hyp explains it",
+                 vis.plot_param_importances),
+                ("parallel_coordinate.png", "Parallel coordinates", "hyps of every complete trial",
+                 vis.plot_parallel_coordinate),
+                ("slice.png", "Slice", "against each hyp", vis.plot_slice))),
+            Plot("timeline.png", "Timeline", "when each trial ran, and how it ended", vis.plot_timeline),
+        ]
+        if record:
+            chosen.append(Plot("mini_vs_full.png", "Mini set vs full set", "the search's ranking against the "
+                               "retrained models' (hpo retrain)", _mini_vs_full(record)))
+        return chosen
     chosen = [
         Plot("optimization_history.png", "Objective over trials",
              f"{metric} of every finished trial (pruned ones at their last epoch's value, grey x), and the best "
@@ -282,7 +352,7 @@ class ReportWriter:
         return report
 
     def plots(self) -> list[Plot]:
-        return plots(self.final, self.settings.spec.objective.metric)
+        return plots(self.final, self.settings.spec, self.settings.spec.objective.metric)
 
     def _draw(self, plot: Plot) -> None:
         import matplotlib.pyplot as plt
@@ -310,10 +380,22 @@ class ReportWriter:
         parts.append(_table(["sampler", "pruner", "objective", "budget", "complete", "pruned", "failed", "model",
                              "data"],
                             [[self.settings.sampler, self.settings.pruner,
-                              f"{spec.objective.metric} ({spec.objective.direction})", self.settings.budget,
-                              state.complete, state.pruned, state.failed, spec.model, spec.data]]))
+                              ", ".join(f"{o.metric} ({o.direction})" for o in spec.objectives), self.settings.budget,
+                              state.complete, state.pruned, state.failed, ", ".join(spec.model_choices()),
+                              spec.data]]))
+        if spec.constraints:
+            parts.append("<p>Constraints: " + _e(", ".join(
+                f"{n} " + " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
+                                                    f"<= {b.max:g}" if b.max is not None else "") if x)
+                for n, b in spec.constraints.items())) + "</p>")
+        if spec.multi_objective:
+            front = pareto_front(s)
+            parts.append(f"<h2>Pareto front: {len(front)} trial(s)</h2>")
+            parts.append(_table(["#", *(o.metric for o in spec.objectives), "params"],
+                                [[t.number, *(_num(v) for v in t.values),
+                                  ", ".join(f"{k}={_num(v)}" for k, v in t.params.items())] for t in front]))
         if best is not None:
-            parts.append(f"<h2>Best trial: #{best.number}, {spec.objective.metric} {best.value:.5f}</h2>")
+            parts.append(f"<h2>Best trial: #{best.number}, {spec.objective.metric} {best.values[0]:.5f}</h2>")
             parts.append("<h3>Hyps</h3><pre>" + _e("\n".join(f"{k}: {v}" for k, v in best.params.items())) + "</pre>")
             metrics = {k: best.user_attrs.get(k) for k in ("precision", "recall", "map50", "map75", "map50-95",
                                                           "fitness")}
@@ -334,13 +416,19 @@ class ReportWriter:
                              f"</b>: {_e(plot.caption)}{note}</figcaption></figure>")
         parts.append("<h2>Trials</h2>")
         names = list(spec.search_space)
+        costs = spec.cost_metrics()
         rows = []
         for t in s.get_trials(deepcopy=False):
             note = t.user_attrs.get(attrs.FAIL_REASON) or t.user_attrs.get(attrs.PRUNED_REASON) or ""
-            rows.append([t.number, t.state.name, _num(t.value), *[_num(t.params.get(n)) for n in names],
+            feasible = {True: "yes", False: "INFEASIBLE", None: "-"}[t.user_attrs.get(attrs.FEASIBLE)]
+            note = "; ".join(filter(None, [*(t.user_attrs.get(attrs.VIOLATIONS) or []), note]))
+            rows.append([t.number, t.state.name, ", ".join(_num(v) for v in t.values) if t.values else "-",
+                         *[_num(t.params.get(n)) for n in names],
                          t.user_attrs.get(attrs.EPOCHS, t.last_step), _num(t.user_attrs.get("map75")),
+                         *[_num(t.user_attrs.get(c)) for c in costs], *([feasible] if spec.constraints else []),
                          t.user_attrs.get(attrs.TRAIN_SECONDS), note])
-        parts.append(_table(["#", "state", "value", *names, "epochs", "mAP75", "seconds", "note"], rows))
+        parts.append(_table(["#", "state", "value" + ("s" if spec.multi_objective else ""), *names, "epochs", "mAP75",
+                             *costs, *(["feasible"] if spec.constraints else []), "seconds", "note"], rows))
         parts.append("<p>Also here: <a href='trials.csv'>trials.csv</a> (every trial, Optuna's dataframe). "
                      f"Written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by hpo report.</p>")
         return _PAGE.format(title=_e(f"hpo report: {s.study_name}"), body="\n".join(parts))

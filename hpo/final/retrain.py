@@ -36,8 +36,8 @@ from hpo import attrs, hyps
 from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, format_value
 from hpo.errors import HpoError
 from hpo.search.objective import objective_value
-from hpo.spec import StudySpec, render_config
-from hpo.study import StudySettings
+from hpo.spec import ACCURACY_METRICS, COST_METRICS, StudySpec, render_config
+from hpo.study import StudySettings, pareto_front
 from hpo.search.trial_runner import TrialRecord, TrialRunner
 
 
@@ -50,27 +50,52 @@ class RetrainPlan:
     epochs: int
     train: dict[str, Any]
     top_k: int
+    front: bool = False  # retrain the Pareto front (multi-objective studies) instead of the top K
+    by: str | None = None  # rank the top K by this metric instead of the (primary) objective
 
     @classmethod
     def from_spec(cls, spec: StudySpec, *, top_k: int | None = None, data: str | None = None,
-                  epochs: int | None = None) -> RetrainPlan:
+                  epochs: int | None = None, front: bool = False, by: str | None = None) -> RetrainPlan:
+        if front and (top_k is not None or by is not None):
+            raise HpoError("give either --front or --top-k/--by", field="--front")
+        if by is not None and by not in (*ACCURACY_METRICS, *COST_METRICS):
+            raise HpoError(f"unknown metric {by!r} (choose from {', '.join((*ACCURACY_METRICS, *COST_METRICS))})",
+                           field="--by")
         for name in spec.retrain.train:
             if name in hyps.YOLOV5_ONLY or name in hyps.RESERVED_ARGS or not hyps.is_training_arg(name):
                 raise HpoError(f"{name}: not a training argument hpo can set", field=f"retrain.train.{name}")
         return cls(data=spec.resolved_data(data or spec.retrain.data),
                    epochs=int(epochs or spec.retrain.epochs or spec.epochs),
-                   train=dict(spec.retrain.train), top_k=int(top_k or spec.retrain.top_k))
+                   train=dict(spec.retrain.train), top_k=int(top_k or spec.retrain.top_k), front=front, by=by)
 
     def overrides(self) -> dict[str, Any]:
         """The arguments a retrain sets over a trial's (``TrialRunner.train(overrides=...)``)."""
         return {**self.train, "data": str(self.data), "epochs": self.epochs}
 
 
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best complete trials (ties: the earlier trial first), one per distinct set of hyps."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    complete.sort(key=lambda t: (-t.value if maximize else t.value, t.number))  # type: ignore[operator]
+def top_trials(study: optuna.Study, k: int, by: str | None = None, spec: StudySpec | None = None) -> list[FrozenTrial]:
+    """The ``k`` best complete trials (ties: the earlier trial first), one per distinct set of hyps.
+
+    Ranked by the (primary) objective, or by metric ``by`` (an objective's direction, else accuracy
+    maximised and costs minimised; trials without it last); infeasible trials after feasible ones.
+    """
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+    def score(t: FrozenTrial) -> float:
+        return float(t.values[0])
+
+    if by is not None:
+        named = {o.metric: o.direction for o in spec.objectives} if spec is not None else {}
+        maximize = named.get(by, "maximize" if by in ACCURACY_METRICS else "minimize") == "maximize"
+
+        def score(t: FrozenTrial) -> float:
+            value = t.user_attrs.get(by)
+            return float(value) if isinstance(value, (int, float)) else (-math.inf if maximize else math.inf)
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    # Feasible trials first (a constrained study's infeasible trials only fill up what is left).
+    complete.sort(key=lambda t: (t.user_attrs.get(attrs.FEASIBLE) is False, -score(t) if maximize else score(t),
+                                 t.number))
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
     for t in complete:
@@ -192,10 +217,14 @@ class Retrainer:
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def run(self) -> dict[str, Any]:
-        trials = top_trials(self.study, self.plan.top_k)
+        if self.plan.front:
+            trials = sorted(pareto_front(self.study), key=lambda t: (-t.values[0] if self.direction == "maximize"
+                                                                      else t.values[0], t.number))
+        else:
+            trials = top_trials(self.study, self.plan.top_k, self.plan.by, self.spec)
         if not trials:
             raise HpoError(f"study {self.study.study_name!r} has no complete trial to retrain", field="--study")
-        if len(trials) < self.plan.top_k:
+        if len(trials) < self.plan.top_k and not self.plan.front:
             self.console.print(f"[yellow]only {len(trials)} distinct complete trial(s); retraining those[/]")
         started = _dt.datetime.now(_dt.timezone.utc)
         models: list[FinalModel] = []
@@ -213,7 +242,7 @@ class Retrainer:
 
     def _retrain(self, trial: FrozenTrial, rank: int, bar: Progress) -> FinalModel:
         save_dir = self.final_dir / f"trial_{trial.number:04d}"
-        model = FinalModel(trial=trial.number, params=dict(trial.params), mini_value=float(trial.value),
+        model = FinalModel(trial=trial.number, params=dict(trial.params), mini_value=float(trial.values[0]),
                            mini_rank=rank, fingerprint=self.fingerprint(trial.params), dir=str(save_dir))
         reused = None if self.force else self._reusable(model)
         if reused is not None:

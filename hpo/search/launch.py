@@ -179,7 +179,7 @@ class Launcher:
         table.add_row("trials", _progress_text(state, self.settings.budget))
         best = best_trial(self.study)
         if best is not None:
-            table.add_row("best", f"{best.value:.5f} (trial {best.number})")
+            table.add_row("best", f"{best.values[0]:.5f} (trial {best.number})")
             table.add_row("params", ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
         for label, text in self.running_rows():
             table.add_row(label, text)

@@ -22,6 +22,7 @@ import optuna
 
 from hpo import attrs
 from hpo.offline import import_ultralytics
+from hpo.search.cost import CostMeter
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
 from hpo.search.retry import resume_point
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
@@ -132,6 +133,7 @@ class TrialRunner:
         self.stop_event = stop_event or threading.Event()
         self.artifact_dir = artifact_dir
         self.workers_per_machine = workers_per_machine
+        self.cost = CostMeter(spec, train_device=device)
 
     def train_args(self, params: dict[str, Any], save_dir: Path,
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -151,16 +153,19 @@ class TrialRunner:
         return render_config(self.spec.training_args(params, overrides),
                              [f"hpo: {what}", "use: yolo train cfg=<this file>"])
 
-    def build_model(self, checkpoint: Path | None = None) -> Any:
+    def build_model(self, checkpoint: Path | None = None, model: str | None = None) -> Any:
+        """The checkpoint to resume, else ``model`` (the trial's sampled one) or the study's."""
         import_ultralytics()
         from ultralytics import YOLO
 
         if checkpoint is not None:
             return YOLO(str(checkpoint))
-        return YOLO(self.spec.resolved_model())
+        return YOLO(self.spec.resolved_model(model))
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        """Train one trial; its value, or its values (one per objective) in a multi-objective study."""
         params = suggest_params(trial, self.spec)
+        costs = self.cost.before_training(trial, params)  # an infeasible model is pruned untrained
         save_dir = trial_dir(self.runs_dir, self.study_name, trial.number)
         resume = resume_point(trial)
         resume_from = resume[0] if resume else None
@@ -168,7 +173,12 @@ class TrialRunner:
             save_dir = resume_from.parent.parent  # Ultralytics resumes in the checkpoint's own run dir
         trial.set_user_attr(attrs.DIR, str(save_dir))
         record = self.train(params, save_dir, trial=trial, resume_from=resume_from)
-        return record.value(self.spec.objective.direction)
+        value = record.value(self.spec.objective.direction)
+        if not self.cost.active and not self.spec.multi_objective:
+            return value
+        best = record.epoch_metrics[record.best_index(self.spec.objective.direction)]
+        values = self.cost.after_training(trial, best, costs, save_dir / "weights" / "best.pt")
+        return values if self.spec.multi_objective else values[0]
 
     def train(self, params: dict[str, Any], save_dir: Path, *, trial: optuna.Trial | None = None,
               overrides: dict[str, Any] | None = None, resume_from: Path | None = None) -> TrialRecord:
@@ -216,11 +226,12 @@ class TrialRunner:
             record.values.append(value)
             record.epoch_metrics.append(metrics)
             if trial is not None:
-                trial.report(value, step)
                 log_epoch(trial, step, trainer.epochs, metric, value)
                 # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
                 trial.set_user_attr(attrs.EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
                                                          for m in record.epoch_metrics])
+            if trial is not None and not self.spec.multi_objective:  # Optuna prunes single objectives only
+                trial.report(value, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} ({metric}={value:.5f})")
 
@@ -233,7 +244,7 @@ class TrialRunner:
 
                 torch.set_num_threads(int(threads))
 
-        model = self.build_model(resume_from)
+        model = self.build_model(resume_from, params.get("model"))
         for event, fn in (("on_pretrain_routine_start", on_pretrain_routine_start),
                           ("on_train_batch_end", on_batch_end), ("on_val_batch_end", on_val_batch_end),
                           ("on_train_epoch_end", on_train_epoch_end),

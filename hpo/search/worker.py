@@ -30,7 +30,8 @@ from hpo.search.pruners import create_pruner
 from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
 from hpo.search.trial_runner import StopRequested, trial_dir
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
-from hpo.study import FINISHED, StudySettings, best_trial, complete_values, count_trials, progress
+from hpo.study import (FINISHED, StudySettings, best_trial, complete_values, count_trials, is_multi_objective,
+                       pareto_front, progress)
 
 log = logging.getLogger("hpo.search.worker")
 
@@ -82,7 +83,7 @@ class WorkerSummary:
     stopped: bool = False
 
 
-TrialFunction = Callable[[optuna.Trial], float]
+TrialFunction = Callable[[optuna.Trial], "float | list[float]"]
 
 
 class Worker:
@@ -203,7 +204,7 @@ class Worker:
         elif state == TrialState.COMPLETE:
             self.apply_keep_policy()
 
-    def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | None, bool]:
+    def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | list[float] | None, bool]:
         """Train; returns the trial's state, its value, and whether it is handed back for a retry."""
         try:
             return TrialState.COMPLETE, self.objective(trial), False
@@ -240,10 +241,11 @@ class Worker:
                                  {"reason": reason, "failures": limit, "last_trial": number})
         raise WorkerGaveUp(reason)
 
-    def _log_trial(self, number: int, state: TrialState, value: float | None) -> None:
+    def _log_trial(self, number: int, state: TrialState, value: float | list[float] | None) -> None:
         best = best_trial(self.study)
-        best_text = f"best {best.value:.5f} (trial {best.number})" if best else "no best yet"
-        value_text = f" value {value:.5f}" if value is not None else ""
+        best_text = f"best {best.values[0]:.5f} (trial {best.number})" if best else "no best yet"
+        value_text = ("" if value is None else f" values {[round(v, 5) for v in value]}" if isinstance(value, list)
+                      else f" value {value:.5f}")
         log.info("[%s] trial %d %s%s; %s", self.name, number, state.name, value_text, best_text)
 
     def apply_keep_policy(self) -> None:
@@ -253,11 +255,13 @@ class Worker:
         """
         if not self.keep or self.runs_dir is None:
             return
-        complete = complete_values(self.study, attrs.DIR)
-        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        complete = complete_values(self.study, attrs.DIR)  # by the primary objective
+        maximize = self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         complete.sort(key=lambda t: t[1], reverse=maximize)
+        front = {t.number for t in pareto_front(self.study)} if is_multi_objective(self.study) else set()
         for number, _, directory in complete[self.keep:]:
-            self._drop_weights(number, directory)
+            if number not in front:  # a multi-objective study keeps its whole Pareto front
+                self._drop_weights(number, directory)
 
     def _drop_weights(self, number: int, directory: str | None) -> None:
         if not self.keep or self.runs_dir is None:

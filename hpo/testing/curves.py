@@ -19,8 +19,9 @@ import optuna
 
 from hpo import attrs
 from hpo.search.retry import resume_point
+from hpo.search.cost import CostMeter
 from hpo.search.trial_runner import StopRequested, log_epoch, suggest_params, trial_dir
-from hpo.spec import StudySpec
+from hpo.spec import ACCURACY_METRICS, StudySpec
 
 
 def curve_value(spec: StudySpec, params: dict[str, Any], epoch: int) -> float:
@@ -50,11 +51,13 @@ class LearningCurveTrainer:
         self.runs_dir = Path(runs_dir).resolve()
         self.epoch_seconds = epoch_seconds
         self.stop_event = stop_event or threading.Event()
+        self.cost = CostMeter(spec)  # real costs of the sampled model (built, not trained)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         import torch
 
         params = suggest_params(trial, self.spec)
+        costs = self.cost.before_training(trial, params)
         metrics: list[dict[str, float]] = []
         save_dir = trial_dir(self.runs_dir, self.spec.name, trial.number)
         resume = resume_point(trial)
@@ -73,11 +76,19 @@ class LearningCurveTrainer:
             value = curve_value(self.spec, params, epoch)
             metrics.append({self.spec.objective.metric: value})
             torch.save({"epoch": epoch - 1, "optimizer": {}}, save_dir / "weights" / "last.pt")
-            trial.report(value, epoch)
             log_epoch(trial, epoch, self.spec.epochs, self.spec.objective.metric, value)
             trial.set_user_attr(attrs.EPOCH_METRICS, metrics)
             trial.set_user_attr(attrs.EPOCHS, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+            if not self.spec.multi_objective:
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
         values = [m[self.spec.objective.metric] for m in metrics]
-        return max(values) if self.spec.objective.direction == "maximize" else min(values)
+        best = max(values) if self.spec.objective.direction == "maximize" else min(values)
+        if not self.cost.active and not self.spec.multi_objective:
+            return best
+        stand_in = {name: best for name in ACCURACY_METRICS}  # the curve stands in for every accuracy metric
+        for name, value in stand_in.items():
+            trial.set_user_attr(name, value)
+        result = self.cost.after_training(trial, stand_in, costs, None)
+        return result if self.spec.multi_objective else result[0]

@@ -17,7 +17,8 @@ from hpo.search.samplers.ga import YoloV5GASampler
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
 
-__all__ = ["SAMPLERS", "YoloV5GASampler", "create_sampler", "worker_seed"]
+__all__ = ["CONSTRAINED", "MULTI_OBJECTIVE", "SAMPLERS", "YoloV5GASampler", "create_sampler", "sampler_problem",
+           "worker_seed"]
 
 SamplerFactory = Callable[["StudySpec", "int | None"], BaseSampler]
 
@@ -58,6 +59,27 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "gp": _gp,
     "random": _random,
 }
+
+
+#: Samplers that optimise several objectives at once, and those that honour constraints. A trial's
+#: constraint values are set on it with Optuna's ``Trial.set_constraint`` (:mod:`hpo.search.cost`), which
+#: TPE, NSGA-II and GP read from every trial: they need no ``constraints_func`` (deprecated in Optuna
+#: 5.0). The GA picks feasible parents first, then the least violating. CMA-ES does neither; random
+#: needs nothing (its proposals do not depend on earlier trials).
+MULTI_OBJECTIVE = frozenset({"ga", "tpe", "nsga2", "gp", "random"})
+CONSTRAINED = frozenset({"ga", "tpe", "nsga2", "gp", "random"})
+
+
+def sampler_problem(name: str, *, multi_objective: bool, constrained: bool) -> str | None:
+    """Why sampler ``name`` cannot run a study with these objectives/constraints (None: it can)."""
+    if name not in SAMPLERS:
+        return None  # the registry check says it
+    if multi_objective and name not in MULTI_OBJECTIVE:
+        return (f"{name!r} cannot optimise several objectives (choose from "
+                f"{', '.join(s for s in SAMPLERS if s in MULTI_OBJECTIVE)})")
+    if constrained and name not in CONSTRAINED:
+        return f"{name!r} cannot honour constraints (choose from {', '.join(s for s in SAMPLERS if s in CONSTRAINED)})"
+    return None
 
 
 def create_sampler(name: str, spec: StudySpec, seed: int | None) -> BaseSampler:

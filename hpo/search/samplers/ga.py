@@ -35,6 +35,12 @@ What we add, and why:
   only the trials of one bracket).
 - The random state is seeded (never from the clock): the same seed gives the same proposals for the
   same population; workers get different seeds.
+- Constraints (``Trial.set_constraint``, see :mod:`hpo.search.cost`): feasibility first. While any
+  complete trial is feasible, only feasible trials are parents; otherwise the parents are the least
+  violating trials (fitness = minus the summed violation).
+- Several objectives: the fitness of a parent is its non-dominated rank (front 0 best), ties within a
+  front broken by the primary (first) objective: ``fitness = -rank + 0.5 * primary`` with the primary
+  scaled to [0, 1] over the population, so a front never overtakes a better one.
 """
 
 from __future__ import annotations
@@ -124,7 +130,7 @@ class YoloV5GASampler(BaseSampler):
         whole_study = optuna_compat.whole_study(study)
         trials = whole_study.get_trials(deepcopy=False)
         taken = {self._key(p) for p in _known_points(trials, exclude=trial.number)}
-        population = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+        population = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
                       and all(n in t.params for n in self._names)]
         if not population:
             parent = dict(self._base)
@@ -132,9 +138,8 @@ class YoloV5GASampler(BaseSampler):
                 self.last_parent = None
                 return parent
         else:
-            sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-            parent = self.select_parent([t.params for t in population],
-                                        [sign * float(t.value) for t in population])  # type: ignore[arg-type]
+            population, fitness = selection_fitness(population, study.directions)
+            parent = self.select_parent([t.params for t in population], fitness)
         self.last_parent = parent
         for _ in range(self._max_redraws):
             child = self.mutate(parent)
@@ -202,6 +207,44 @@ class YoloV5GASampler(BaseSampler):
 
     def _key(self, params: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(_key_value(params.get(n)) for n in self._names)
+
+
+def _violation(trial: FrozenTrial) -> float:
+    return float(sum(max(0.0, v) for v in trial.constraints.values()))
+
+
+def selection_fitness(population: Sequence[FrozenTrial],
+                      directions: Sequence[StudyDirection]) -> tuple[list[FrozenTrial], list[float]]:
+    """The trials that may be parents and their fitness (higher is better): feasible trials first
+    (else the least violating, by violation), several objectives by non-dominated rank."""
+    feasible = [t for t in population if _violation(t) <= 0]
+    if not feasible:
+        return list(population), [-_violation(t) for t in population]
+    signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions])
+    values = np.array([[float(v) for v in t.values] for t in feasible]) * signs  # larger is better
+    if len(directions) == 1:
+        return feasible, list(values[:, 0])
+    ranks = pareto_ranks(values)
+    primary = values[:, 0]
+    span = float(primary.max() - primary.min()) or 1.0
+    return feasible, list(-ranks + 0.5 * (primary - primary.min()) / span)
+
+
+def pareto_ranks(values: np.ndarray) -> np.ndarray:
+    """Non-dominated rank of each row (every column maximised): 0 for the front, 1 for the next, ..."""
+    n = len(values)
+    ranks = np.full(n, -1)
+    remaining = set(range(n))
+    rank = 0
+    while remaining:
+        front = [i for i in remaining
+                 if not any(np.all(values[j] >= values[i]) and np.any(values[j] > values[i])
+                            for j in remaining if j != i)]
+        for i in front:
+            ranks[i] = rank
+            remaining.discard(i)
+        rank += 1
+    return ranks
 
 
 def _key_value(value: Any) -> Any:
