@@ -44,6 +44,9 @@ PROBLEMS: list[dict[str, Any]] = [
     {"name": "P1", "why": "the demo's farm twin (make demo), mini split, 5 epochs at 128 px",
      "target": {"cows": 240, "pigs": 80, "scale": 0.1, "seed": 0, "style": "farm"}, "split": "mini",
      "train": {"epochs": 5, "imgsz": 128, "batch": 8}},
+    {"name": "P2", "why": "stronger shift: the same farm scenes as night-time IR frames (`--style night`)",
+     "target": {"cows": 240, "pigs": 80, "scale": 0.1, "seed": 0, "style": "night"}, "split": "mini",
+     "train": {"epochs": 5, "imgsz": 128, "batch": 8}},
 ]
 
 NOISE_SEEDS = (0, 1, 2, 3, 4)
@@ -103,10 +106,16 @@ def plan_runs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+def run_key(spec: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+    """Cache key of one training: the spec (weights by content, not path), hyps and seed."""
+    weights = hashlib.sha256(Path(spec["weights"]).read_bytes()).hexdigest()
+    blob = json.dumps({"spec": {**spec, "weights": weights}, "params": params, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: int) -> dict[str, Any]:
     """One fine-tuning in its own process (cached by spec, params and seed); per-epoch objective."""
-    blob = json.dumps({"spec": spec, "params": run["params"], "seed": run["seed"]}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    key = run_key(spec, run["params"], run["seed"])
     d = workdir / "finetune" / "runs" / key
     out = d / "out.json"
     if out.is_file():
@@ -308,7 +317,7 @@ class Finetune:
             if r.get("error"):
                 continue
             label = {"seed": f"base, seed {r['seed']}", "lr0": f"lr0 {r['params']['lr0']:g}"}.get(
-                r["kind"], "random " + ", ".join(f"{k} {v:g}" for k, v in r["params"].items()))
+                r["kind"], "random: " + ", ".join(f"{k} {v:.2g}" for k, v in r["params"].items()))
             curve_rows.append([label, *[fmt_num(v, 3) for v in r["values"]], fmt_num(max(r["values"]), 4)])
         sec.table(f"{last['problem']['name']}: objective per epoch of every training",
                   ["run", *[f"ep {i + 1}" for i in range(sp["train"]["epochs"])], "best"], curve_rows)

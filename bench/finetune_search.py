@@ -31,8 +31,14 @@ ARMS = ("ga-hyperband", "tpe-hyperband", "ga-none", "random-hyperband", "ultraly
 
 
 def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str,
-              env: dict[str, str]) -> dict[str, Any]:
-    """One study: hpo worker (sampler-pruner arm) or Ultralytics' tuner; its best-so-far curve."""
+              env: dict[str, str], deadline: float | None = None) -> dict[str, Any]:
+    """One study: hpo worker (sampler-pruner arm) or Ultralytics' tuner; its best-so-far curve.
+
+    At ``deadline`` (time.time()) the study's process is killed; an hpo study keeps the trials it
+    finished (``truncated``), so a run on a lent machine with a hard time limit still reports.
+    """
+    timeout = 6 * 3600 if deadline is None else max(5.0, deadline - time.time())
+    truncated = False
     from bench.demo import read_study
     from bench.training import summarise
 
@@ -44,7 +50,7 @@ def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: 
         spec_file.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "bench.ultra_tune", "--spec", str(spec_file), "--project", str(d / "project"),
                "--iterations", str(spec["trials"]), "--out", str(d / "out.json"), "--device", device]
-        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=6 * 3600)
+        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=timeout)
         if r["rc"] != 0:
             return {"key": key, "error": f"tuner exit {r['rc']}: {tail(d / 'log.txt', 8)}"}
         res = json.loads((d / "out.json").read_text())
@@ -63,12 +69,14 @@ def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: 
         storage.engine.dispose()
         cmd = [sys.executable, "-m", "hpo", "worker", "--study", spec["name"], "--storage", url, "--seed", str(seed),
                "--worker-index", "0", "--device", device, "--runs-dir", str(d / "runs"), "--keep", "1", "--verbose"]
-        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=6 * 3600)
-        if r["rc"] != 0:
+        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=timeout)
+        truncated = r["rc"] == 124
+        if r["rc"] != 0 and not truncated:
             return {"key": key, "error": f"worker exit {r['rc']}: {tail(d / 'log.txt', 8)}"}
         trials = sorted(read_study(url, spec["name"])["trials"], key=lambda t: (t["complete"] or 0, t["number"]))
     out = summarise(trials)
-    out.update({"key": key, "arm": arm, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1)})
+    out.update({"key": key, "arm": arm, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1),
+                "truncated": truncated})
     say(f"{key}: {out['epochs']} epochs, best {fmt_num(out['best'], 4)}, {out['wall_s']:.0f} s")
     return out
 
@@ -98,6 +106,9 @@ def render(results: dict[str, Any]) -> str:
         cells = [fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks]
         lines.append(f"| {arm} | {len(ok)} | " + " | ".join(cells) + f" | {fmt_stat(stat([r['best'] for r in ok]), 4)} | "
                      f"{fmt_stat(stat([r['epochs'] for r in ok]), 0)} | {fmt_stat(stat([r['wall_s'] / 60 for r in ok]), 1)} |")
+    cut = [r["key"] for r in results["runs"] if r.get("truncated")]
+    if cut:
+        lines += ["", f"Stopped at the deadline (trials finished by then are counted): {', '.join(sorted(cut))}."]
     errors = [f"- {r['key']}: {r['error'][:300]}" for r in results["runs"] if r.get("error")]
     return "\n".join(lines + ([""] + ["Failed:"] + errors if errors else [])) + "\n"
 
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=None, help="studies side by side (default 2 on CPU, 8 on GPU)")
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
     p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/finetune_search)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds from start after which running studies are stopped (kept as truncated)")
     args = p.parse_args(argv)
 
     from hpo.offline import configure_offline
@@ -143,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu:
         env.pop("CUDA_VISIBLE_DEVICES", None)
         env["HPO_WORKERS_PER_MACHINE"] = str(jobs)
+        env.setdefault("OMP_NUM_THREADS", "2")  # many trainings share the CPU cores
     say(f"fine-tuning search: arms {', '.join(arms)}, seeds {seeds}, {spec['trials']} trials × "
         f"{spec['train']['epochs']} epochs, device {device}, {jobs} side by side")
     started = time.perf_counter()
+    deadline = time.time() + args.deadline if args.deadline else None
     tasks = [(arm, seed) for seed in seeds for arm in arms]
     # Longest first: the tuner and no-pruning arms train every epoch.
     tasks.sort(key=lambda t: 0 if t[0] in ("ultralytics", "ga-none") else 1)
@@ -164,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return text
 
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env) for arm, seed in tasks]
+        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, deadline) for arm, seed in tasks]
         for fut in as_completed(futures):
             runs.append(fut.result())
             write()
@@ -172,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r.get("error") for r in runs) else 0
 
 
-def _guard(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str, env: dict[str, str]) -> dict[str, Any]:
+def _guard(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str, env: dict[str, str],
+           deadline: float | None) -> dict[str, Any]:
     try:
-        return study_run(workdir, spec, arm, seed, device, env)
+        return study_run(workdir, spec, arm, seed, device, env, deadline)
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return {"key": f"{arm}-s{seed}", "arm": arm, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -6,8 +6,10 @@ studies tune on, and more images), ``hpo data prepare``, then a deterministic Ul
 of ``yolov5n-p6.yaml`` at 128 px on its ``train.yaml`` (4 folds train, 1 fold validation).
 
 The checkpoint is cached by a hash of everything that decides its bytes: the recipe, the versions
-of Ultralytics / torch / NumPy / OpenCV, the synth generator's source and the torch thread count.
-A second call with the same recipe returns the cached file at once.
+of Ultralytics / torch / NumPy / OpenCV, the bytes of the generated twin (regenerated on every call,
+a few seconds: a generator change that alters this twin means new weights, one that does not, such
+as a new style, keeps them), the torch thread count and the device. A second call with the same
+recipe returns the cached file at once.
 
     python -m bench.pretrain                 # build (a few minutes on 2 cores) or reuse; prints the path
     python -m bench.pretrain --quick         # tiny recipe (seconds), for the test suite
@@ -17,7 +19,8 @@ Layout under ``--root`` (default ``bench/.work/pretrained``, git-ignored)::
 
     <key>/pretrained.pt    the weights (Ultralytics best.pt: highest fitness on the twin's validation fold)
     <key>/pretrain.json    recipe, key, per-epoch metrics, final metrics, seconds
-    <key>/data/            the raw twin and its prepared YOLO sets; <key>/train/ the Ultralytics run
+    <key>/train/           the Ultralytics run
+    twins/<hash>/          the raw twin and its prepared YOLO sets (hash of the synth + prepare options)
     yolov5n-p6-pasture.pt  a copy of the latest full recipe's weights (what studies/finetune.yaml loads)
 """
 
@@ -72,14 +75,20 @@ def _fingerprint() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    synth = REPO / "hpo" / "data" / "synth.py"
-    out["synth.py"] = hashlib.sha256(synth.read_bytes()).hexdigest()[:16]
     return out
 
 
-def recipe_key(recipe: dict[str, Any], threads: int, device: str = "cpu") -> str:
-    """Cache key: hash of the recipe, the library versions, the generator, threads and device."""
-    parts: dict[str, Any] = {"recipe": recipe, "env": _fingerprint(), "threads": threads}
+def twin_digest(raw: Path) -> str:
+    """sha256 over the generated raw twin (names and bytes of every file, in order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in raw.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(raw)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def recipe_key(recipe: dict[str, Any], threads: int, device: str = "cpu", twin: str = "") -> str:
+    """Cache key: hash of the recipe, the library versions, the twin's bytes, threads and device."""
+    parts: dict[str, Any] = {"recipe": recipe, "env": _fingerprint(), "twin": twin, "threads": threads}
     if device != "cpu":  # GPU numerics differ from CPU ones: another checkpoint
         parts["device"] = device
     blob = json.dumps(parts, sort_keys=True)
@@ -154,8 +163,14 @@ def pretrain(*, quick: bool = False, root: Path = DEFAULT_ROOT, threads: int = 1
 
     configure_offline()
     recipe = recipe_for(quick)
-    key = recipe_key(recipe, threads, device)
     root = Path(root).resolve()
+    t0 = time.perf_counter()
+    options = {k: recipe[k] for k in ("synth", "prepare", "split")}
+    twin_dir = root / "twins" / hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    data = build_data(recipe, twin_dir)
+    twin = twin_digest(twin_dir / "raw")
+    t_data = time.perf_counter() - t0
+    key = recipe_key(recipe, threads, device, twin)
     out = root / key
     record_path = out / "pretrain.json"
     weights = out / "pretrained.pt"
@@ -165,9 +180,6 @@ def pretrain(*, quick: bool = False, root: Path = DEFAULT_ROOT, threads: int = 1
         return {**record, "cached": True}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    t0 = time.perf_counter()
-    data = build_data(recipe, out / "data")
-    t_data = time.perf_counter() - t0
     say(f"pretraining twin ready ({t_data:.1f} s): {data}; training {recipe['model']} "
         f"for {recipe['train']['epochs']} epochs")
     result = train(recipe, data, out / "train", threads, device)
@@ -177,7 +189,7 @@ def pretrain(*, quick: bool = False, root: Path = DEFAULT_ROOT, threads: int = 1
     shutil.copyfile(best, weights)
     record = {"key": key, "recipe": recipe, "env": _fingerprint(), "threads": threads, "device": device, "quick": quick,
               "weights": str(weights), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-              "data": str(data), "data_seconds": round(t_data, 1), **result,
+              "data": str(data), "twin_sha256": twin, "data_seconds": round(t_data, 1), **result,
               "seconds": round(time.perf_counter() - t0, 1)}
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     if not quick and device == "cpu":

@@ -172,3 +172,16 @@ def cv2_mean(path):
     import cv2
 
     return cv2.imread(str(path)).reshape(-1, 3).mean(axis=0)
+
+
+def test_night_style_is_the_farm_scene_in_infrared(tmp_path):
+    """Same layout and labels as the farm twin of that seed, grey pixels: a pure appearance shift."""
+    generate(tmp_path / "farm", cows=6, pigs=2, scale=0.1, seed=7)
+    generate(tmp_path / "night", cows=6, pigs=2, scale=0.1, seed=7, style="night")
+    farm_labels = sorted((tmp_path / "farm").glob("[[]라벨]*/*.json"))
+    for label in farm_labels:
+        other = tmp_path / "night" / label.relative_to(tmp_path / "farm")
+        assert json.loads(other.read_text()) == json.loads(label.read_text())
+    for image in sorted((tmp_path / "night").glob("[[]원천]*/*.jpg")):
+        b, g, r = cv2_mean(image)
+        assert abs(b - g) < 3 and abs(g - r) < 3  # no colour left

@@ -50,8 +50,9 @@ def synth(
                                 "JSON, JSON missing a field)."),
     zip_: bool = typer.Option(False, "--zip", help="Write the four zips with their Korean names "
                               "instead of the extracted folders."),
-    style: str = typer.Option("farm", help="Look: 'farm' (pens, Holsteins, pink pigs; the default) "
-                              "or 'pasture' (grass, solid-coat cows, spotted pigs, smaller animals)."),
+    style: str = typer.Option("farm", help="Look: 'farm' (pens, Holsteins, pink pigs; the default), "
+                              "'pasture' (grass, solid-coat cows, spotted pigs, smaller animals) or "
+                              "'night' (the farm scene as a grey infrared CCTV frame)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write a synthetic twin of the AI Hub livestock raw data (layout, names, JSON, statistics)."""

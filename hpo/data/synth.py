@@ -13,9 +13,11 @@ background. Every image is drawn from its own seeded generator, so the output do
 how the work is spread over processes.
 
 A *style* changes the look, not the format or the statistics: ``farm`` (the default, described
-above) and ``pasture``, an outdoor twin with grass and dirt backgrounds, Angus / red / Holstein
-cows, darker spotted pigs and smaller animals. Pretraining on one style and fine-tuning on the
-other gives a domain shift, our offline stand-in for COCO-pretrained weights (``bench/pretrain.py``).
+above); ``pasture``, an outdoor twin with grass and dirt backgrounds, Angus / red / Holstein
+cows, darker spotted pigs and smaller animals; ``night``, the farm scene of the same seed as a
+night-time infrared CCTV frame (grey, low contrast, noisy, vignetted). Pretraining on one style and
+fine-tuning on another gives a domain shift, our offline stand-in for COCO-pretrained weights
+(``bench/pretrain.py``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ _CATEGORY_IDS = ({"cow": 3, "pig": 1}, {"cow": 2, "pig": 4})
 _KOREAN = {"cow": "소", "pig": "돼지"}
 _MIN_SIDE = 16
 #: Looks the twin can be drawn in; ``farm`` is the original, byte-identical for a given seed.
-STYLES = ("farm", "pasture")
+STYLES = ("farm", "pasture", "night")
 DEFAULT_STYLE = "farm"
 
 
@@ -290,16 +292,31 @@ def _overlap_ok(a, b) -> bool:
     return inter / small < 0.2
 
 
+def _infrared(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A night-time IR CCTV frame of ``img``: grey, dim, low contrast, sensor noise, vignette."""
+    h, w = img.shape[:2]
+    # IR reflectance: skin and light coats bright, colour gone (weights unlike the eye's).
+    grey = img[..., 0] * 0.2 + img[..., 1] * 0.3 + img[..., 2] * 0.5
+    mean = float(grey.mean())
+    grey = mean + (grey - mean) * rng.uniform(0.45, 0.7)  # flat IR illumination
+    grey = grey * rng.uniform(0.55, 0.85) + rng.uniform(10, 30)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) / 0.5
+    grey = grey * (1 - 0.55 * r2) + rng.normal(0, 7, (h, w))  # vignette of the IR lamp, noise
+    return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+
+
 def _render(spec: _Spec, scale: float, seed: int,
             style: str = DEFAULT_STYLE) -> tuple[bytes, bytes, int]:
     """JPEG bytes, label JSON bytes and the number of boxes written outside the image."""
     import cv2
 
     key = [seed, _ANIMAL_CODE[spec.animal], spec.index]
-    if style != DEFAULT_STYLE:  # another look also gets other layouts for the same seed
-        key.append(STYLES.index(style))
+    scene = DEFAULT_STYLE if style == "night" else style  # night: the farm scene, filmed in IR
+    if scene != DEFAULT_STYLE:  # another look also gets other layouts for the same seed
+        key.append(STYLES.index(scene))
     rng = np.random.default_rng(key)
-    floors, size, grain = _LOOK[style]
+    floors, size, grain = _LOOK[scene]
     w, h = max(1, round(spec.width * scale)), max(1, round(spec.height * scale))
     img = _background(rng, w, h, floors, grain)
     draw = _cow if spec.animal == "cow" else _pig
@@ -308,7 +325,7 @@ def _render(spec: _Spec, scale: float, seed: int,
     for k, (x1, y1, x2, y2, horizontal, flipped) in enumerate(_place(rng, spec.animal, spec.boxes,
                                                                      w, h, size)):
         bw, bh = x2 - x1, y2 - y1
-        canvas, mask = draw(rng, *((bw, bh) if horizontal else (bh, bw)), style)
+        canvas, mask = draw(rng, *((bw, bh) if horizontal else (bh, bw)), scene)
         if not horizontal:
             canvas, mask = np.rot90(canvas), np.rot90(mask)
         if flipped:
@@ -325,6 +342,8 @@ def _render(spec: _Spec, scale: float, seed: int,
             outside += 1
         annotations.append({"id": k + 1, "image_id": spec.index, "category_id": cat,
                             "bbox": bbox, "area": bw * bh, "iscrowd": 0})
+    if style == "night":
+        img = _infrared(np.random.default_rng([*key, 99]), img)
     ok, jpg = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8),
                            [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
