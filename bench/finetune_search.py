@@ -3,7 +3,7 @@
 Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' own tuner):
 ``ga`` + Hyperband, ``tpe`` + Hyperband, ``ga`` without pruning, ``random`` + Hyperband, and
 Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on
-``studies/finetune.yaml``'s problem (the last of :data:`bench.finetune.PROBLEMS`): the
+``studies/finetune.yaml``'s problem (:func:`bench.finetune.chosen_problem`): the
 pasture-pretrained yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on the farm twin.
 
     python -m bench.finetune_search --quick                      # smoke: 2 arms, 1 seed, 3 trials of 2 epochs
@@ -131,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     from hpo.offline import configure_offline
 
     configure_offline()
-    from bench.finetune import PROBLEMS, ensure_target, finetune_spec_dict
+    from bench.finetune import chosen_problem, ensure_target, finetune_spec_dict
     from bench.pretrain import pretrain
 
     device = "0" if args.gpu else "cpu"
     jobs = args.jobs or (8 if args.gpu else 2)
     workdir = args.workdir.resolve()
     out = (args.out or workdir / ("finetune_search_quick" if args.quick else "finetune_search")).resolve()
-    problem = PROBLEMS[-1]
+    problem = chosen_problem()
     arms = [a for a in args.arms.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
