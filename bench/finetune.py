@@ -2,8 +2,8 @@
 
 The demo trains from scratch and every trial scores ~0 for its first epochs: samplers and pruners
 cannot be told apart on it. Here a study fine-tunes the pasture-pretrained yolov5n-p6
-(:mod:`bench.pretrain`) on the farm twin (a domain shift: other backgrounds, coats, sizes), as real
-users fine-tune COCO weights. Before any sampler is compared on it, the problem must show signal:
+(:mod:`bench.pretrain`) on a farm twin (a domain shift: other backgrounds, coats and sizes; in the
+chosen problem also night-time infrared frames), as real users fine-tune COCO weights. Before any sampler is compared on it, the problem must show signal:
 
 - **noise floor**: the base hyps trained with several training seeds (``seed=``), std of the objective;
 - **spread**: the objective of clearly different hyps (lr0 over four decades, a handful of random
@@ -39,7 +39,8 @@ FINETUNE_YAML = REPO / "studies" / "finetune.yaml"
 RATIO_TARGET = 5.0
 
 #: Problems in the order they were tried; :data:`CHOSEN` is the one studies/finetune.yaml encodes.
-#: target: the farm twin (`hpo data synth` options) and the split trained on (validation: fold 4).
+#: target: the twin fine-tuned on (`hpo data synth` options) and its split (validation: fold 4);
+#: base: base hyps that differ from studies/finetune.yaml's (every problem states its warm-up).
 PROBLEMS: list[dict[str, Any]] = [
     {"name": "P1", "why": "the demo's farm twin (make demo), mini split, 5 epochs at 128 px",
      "target": {"cows": 240, "pigs": 80, "scale": 0.1, "seed": 0, "style": "farm"}, "split": "mini",
@@ -80,7 +81,7 @@ def finetune_spec_dict(data_yaml: Path, weights: Path, problem: dict[str, Any]) 
 
 
 def ensure_target(workdir: Path, problem: dict[str, Any]) -> Path:
-    """The problem's farm twin, built once per set of synth options; returns its data yaml."""
+    """The problem's target twin, built once per set of synth options; returns its data yaml."""
     from bench.pretrain import build_data
 
     t = problem["target"]
@@ -259,7 +260,7 @@ class Pretrain:
         sec.setup = [
             f"`hpo data synth --cows {s['cows']} --pigs {s['pigs']} --scale {s['scale']} --seed {s['seed']} "
             f"--style {s['style']}` + `hpo data prepare` (5 folds; `{r['split']}.yaml`: 4 folds train, fold 4 "
-            "validation): another seed, another look and 2.5x the images of the farm twin the studies tune on.",
+            "validation): another seed, another look and 2.5x the images of the twins the fine-tuning problems use.",
             f"`{r['model']}` from scratch, {t['epochs']} epochs, imgsz {t['imgsz']}, batch {t['batch']}, SGD "
             f"lr0 {t['lr0']} cosine to lrf {t['lrf']}, momentum {t['momentum']}, warmup {t['warmup_epochs']} "
             f"epoch, mosaic off for the last {t['close_mosaic']}, seed {t['seed']}, deterministic, CPU, "
@@ -306,7 +307,8 @@ class Finetune:
                           for k, v in sp["search_space"].items())
         sec.setup = [
             f"Study `studies/finetune.yaml`: `{sp['model']}` initialised from the pretraining recipe's weights "
-            "(section 7), fine-tuned on the farm twin (`hpo data synth` default style: the demo's look), SGD, "
+            "(section 7), fine-tuned on each problem's target twin (`hpo data synth --cows 240 --pigs 80 --scale 0.1 "
+            f"--seed 0 --style STYLE`, mini split: 128 images, 64 validation); chosen problem: {CHOSEN}. SGD, "
             "cosine LR, objective 0.1 mAP50 + 0.9 mAP50-95 at the best epoch (the demo's).",
             f"Search space: {space}. Base (YOLOv5 defaults): "
             + ", ".join(f"{k} {v}" for k, v in sp["base"].items()) + ".",

@@ -4,7 +4,7 @@ Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' 
 ``ga`` + Hyperband, ``tpe`` + Hyperband, ``ga`` without pruning, ``random`` + Hyperband, and
 Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on
 ``studies/finetune.yaml``'s problem (:func:`bench.finetune.chosen_problem`): the
-pasture-pretrained yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on the farm twin.
+pasture-pretrained yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on night IR frames of the farm twin.
 
     python -m bench.finetune_search --quick                      # smoke: 2 arms, 1 seed, 3 trials of 2 epochs
     python -m bench.finetune_search --seeds 0,1,2,3,4            # CPU, 2 studies side by side (hours)

@@ -1,7 +1,7 @@
 """Our own pretrained weights, offline: a small P6 YOLOv5 pretrained on a pasture-look twin.
 
 Real users fine-tune from COCO weights; nothing may be downloaded here, so we make a stand-in. The
-recipe: ``hpo data synth --style pasture`` (another seed, another look than the farm twin the
+recipe: ``hpo data synth --style pasture`` (another seed, another look than the farm twins the
 studies tune on, and more images), ``hpo data prepare``, then a deterministic Ultralytics training
 of ``yolov5n-p6.yaml`` at 128 px on its ``train.yaml`` (4 folds train, 1 fold validation).
 
@@ -46,7 +46,7 @@ LATEST_NAME = "yolov5n-p6-pasture.pt"
 #: The full recipe: a few minutes on 2 CPU cores (1 torch thread); measured: bench/results.md, section 7.
 RECIPE: dict[str, Any] = {
     "recipe_version": 1,
-    # Another seed and another look than the farm twin of the studies (seed 0, style farm), and
+    # Another seed and another look than the twins of the studies (seed 0, style farm or night), and
     # 800 images instead of 320: the pretraining set plays COCO's part.
     "synth": {"cows": 600, "pigs": 200, "scale": 0.1, "seed": 1, "style": "pasture"},
     "prepare": {"folds": 5, "valid_fold": 4, "seed": 42},
