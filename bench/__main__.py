@@ -4,7 +4,7 @@
     python -m bench --only overhead,scaling  # a subset: the other sections of results.json are kept
     python -m bench --quick                  # smoke run (a few minutes), to bench/.work/quick/
 
-Benchmarks: overhead, scaling, pruning, search, trial, dataprep (see bench/README.md).
+Benchmarks: overhead, scaling, pruning, search, trial, dataprep, pretrain, finetune (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from bench.common import DEFAULT_PG, DEFAULT_WORKDIR, PG_ENV, REPO, StorageFacto
     machine_info, say, versions, write_json
 from bench.context import Context, Section
 
-ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep")
+ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune")
 
 
 def _modules() -> dict[str, object]:
-    from bench import dataprep, overhead, scaling, training, trial
+    from bench import dataprep, finetune, overhead, scaling, training, trial
 
     return {"overhead": overhead, "scaling": scaling, "pruning": training.Pruning,
-            "search": training.Search, "trial": trial, "dataprep": dataprep}
+            "search": training.Search, "trial": trial, "dataprep": dataprep,
+            "pretrain": finetune.Pretrain, "finetune": finetune.Finetune}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

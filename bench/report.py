@@ -82,7 +82,7 @@ def render(results: dict[str, Any]) -> str:
             lines += ["Notes:", ""] + [f"- {n}" for n in sec["notes"]] + [""]
     lines += ["## Reproduce", "",
               "```sh",
-              "make bench                                   # everything (about an hour on 2 CPU cores)",
+              "make bench                                   # everything (about 1.5 hours on 2 CPU cores)",
               "make bench BENCH_ARGS='--only overhead,scaling'  # a subset; other sections are kept",
               "make bench BENCH_ARGS='--quick'              # smoke run, a few minutes, written to bench/.work/",
               "```", "",

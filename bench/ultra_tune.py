@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", required=True)
     p.add_argument("--iterations", type=int, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu", help="cpu or a CUDA index")
     args = p.parse_args(argv)
 
     from hpo.offline import import_ultralytics
@@ -46,14 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = parse_spec(json.loads(Path(args.spec).read_text()))
     project = Path(args.project).resolve()
     project.mkdir(parents=True, exist_ok=True)
-    train_args = TrialRunner(spec, runs_dir=project, device="cpu").train_args(spec.base_params(), project / "unused")
+    train_args = TrialRunner(spec, runs_dir=project, device=args.device).train_args(spec.base_params(), project / "unused")
     for key in ("project", "name", "exist_ok"):
         train_args.pop(key, None)
     train_args.update({"plots": False, "save": False, "val": True})
     gains = spec.gains()
     space = {}
     for name, param in spec.search_space.items():
-        assert isinstance(param, FloatParam), "the demo space is numeric"
+        assert isinstance(param, FloatParam), "Ultralytics' tuner needs numeric hyps"
         space[name] = (param.low, param.high, gains[name])
 
     model = YOLO(spec.model)

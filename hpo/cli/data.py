@@ -50,6 +50,9 @@ def synth(
                                 "JSON, JSON missing a field)."),
     zip_: bool = typer.Option(False, "--zip", help="Write the four zips with their Korean names "
                               "instead of the extracted folders."),
+    style: str = typer.Option("farm", help="Look: 'farm' (pens, Holsteins, pink pigs; the default), "
+                              "'pasture' (grass, solid-coat cows, spotted pigs, smaller animals) or "
+                              "'night' (the farm scene as a grey infrared CCTV frame)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write a synthetic twin of the AI Hub livestock raw data (layout, names, JSON, statistics)."""
@@ -64,7 +67,8 @@ def synth(
     elif cows is None:
         cows = round(pigs * real_cows / real_pigs)
     summary = generate(out, cows=cows, pigs=pigs, scale=scale, seed=seed,
-                       corrupt=corrupt, zip=zip_, progress=_interactive() and not as_json)
+                       corrupt=corrupt, zip=zip_, progress=_interactive() and not as_json,
+                       style=style)
     if as_json:
         _print_json(summary.to_dict())
         return

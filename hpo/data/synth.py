@@ -11,6 +11,13 @@ The "animals" are drawn to be learnable by a small YOLO at 128 px: cows are elon
 black-and-white (or brown) and patched; pigs are round, smooth and pink; both on a varied farm-floor
 background. Every image is drawn from its own seeded generator, so the output does not depend on
 how the work is spread over processes.
+
+A *style* changes the look, not the format or the statistics: ``farm`` (the default, described
+above); ``pasture``, an outdoor twin with grass and dirt backgrounds, Angus / red / Holstein
+cows, darker spotted pigs and smaller animals; ``night``, the farm scene of the same seed as a
+night-time infrared CCTV frame (grey, low contrast, noisy, vignetted). Pretraining on one style and
+fine-tuning on another gives a domain shift, our offline stand-in for COCO-pretrained weights
+(``bench/pretrain.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ _ANIMAL_CODE = {"pig": 0, "cow": 1}
 _CATEGORY_IDS = ({"cow": 3, "pig": 1}, {"cow": 2, "pig": 4})
 _KOREAN = {"cow": "소", "pig": "돼지"}
 _MIN_SIDE = 16
+#: Looks the twin can be drawn in; ``farm`` is the original, byte-identical for a given seed.
+STYLES = ("farm", "pasture", "night")
+DEFAULT_STYLE = "farm"
 
 
 @dataclass
@@ -61,10 +71,13 @@ class SynthSummary:
     scale: float = 1.0
     seed: int = 0
     seconds: float = 0.0
+    style: str = DEFAULT_STYLE
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["out"] = str(self.out)
+        if d["style"] == DEFAULT_STYLE:  # keeps the default twin's marker (and --json) as before
+            del d["style"]
         return d
 
 
@@ -119,14 +132,20 @@ def _plan(cows: int, pigs: int, seed: int, corrupt: int) -> list[_Spec]:
 
 _FLOORS = np.array([(150, 150, 145), (60, 90, 120), (90, 165, 195), (60, 115, 70),
                     (55, 60, 66), (125, 112, 100), (100, 130, 140)], dtype=np.float32)
+# Pasture: lush and dry grass, dirt, mud, a grey sky band; no concrete pens.
+_PASTURE = np.array([(40, 130, 55), (30, 100, 45), (70, 160, 150), (55, 150, 120),
+                     (45, 80, 105), (35, 60, 75), (150, 140, 125)], dtype=np.float32)
+#: Per style: background palette, box size factor, background grain (noise sigma).
+_LOOK = {"farm": (_FLOORS, 1.0, 4.0), "pasture": (_PASTURE, 0.7, 9.0)}
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int, h: int, floors: np.ndarray = _FLOORS,
+                grain: float = 4.0) -> np.ndarray:
     import cv2
 
     # Built at quarter resolution (gradient, stains, coarse noise), then upscaled: cheap at 1080p.
     sw, sh = max(8, w // 4), max(8, h // 4)
-    c1, c2 = (_FLOORS[rng.choice(len(_FLOORS), 2, replace=False)]
+    c1, c2 = (floors[rng.choice(len(floors), 2, replace=False)]
               + rng.uniform(-20, 20, (2, 3))).astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
@@ -136,7 +155,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
                         (sw, sh), interpolation=cv2.INTER_CUBIC)
     small += coarse[..., None] if coarse.ndim == 2 else coarse
     for _ in range(rng.integers(2, 7)):  # stains, straw heaps, puddles
-        colour = (_FLOORS[rng.integers(len(_FLOORS))] + rng.uniform(-15, 15, 3)).tolist()
+        colour = (floors[rng.integers(len(floors))] + rng.uniform(-15, 15, 3)).tolist()
         centre = (int(rng.uniform(0, sw)), int(rng.uniform(0, sh)))
         axes = (int(rng.uniform(0.05, 0.25) * sw) + 1, int(rng.uniform(0.05, 0.25) * sh) + 1)
         overlay = small.copy()
@@ -145,7 +164,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     # Fences and stall dividers: straight bars across the pen.
     for _ in range(rng.integers(0, 4)):
-        colour = (_FLOORS[rng.integers(len(_FLOORS))] * rng.uniform(0.5, 1.3)).tolist()
+        colour = (floors[rng.integers(len(floors))] * rng.uniform(0.5, 1.3)).tolist()
         thick = max(1, int(rng.uniform(0.006, 0.02) * w))
         if rng.random() < 0.5:
             x0, x1 = rng.uniform(0, w, 2)
@@ -153,7 +172,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         else:
             y0, y1 = rng.uniform(0, h, 2)
             cv2.line(img, (0, int(y0)), (w, int(y1)), colour, thick, cv2.LINE_AA)
-    img += rng.normal(0, 4, (h, w, 1)).astype(np.float32)
+    img += rng.normal(0, grain, (h, w, 1)).astype(np.float32)
     return img
 
 
@@ -165,11 +184,23 @@ def _ellipse(img: np.ndarray, cx: float, cy: float, ax: float, ay: float, colour
                 angle, 0, 360, colour, -1, cv2.LINE_AA, 4)
 
 
-def _cow(rng: np.random.Generator, L: int, S: int) -> tuple[np.ndarray, np.ndarray]:
+def _cow(rng: np.random.Generator, L: int, S: int,
+         style: str = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """A cow seen from above, facing right, filling an L x S box: boxy, patched."""
     import cv2
 
-    if rng.random() < 0.7:  # Holstein: white with black patches
+    if style == "pasture":  # mostly solid coats: black Angus, red, a few Holsteins
+        coat = rng.random()
+        if coat < 0.45:
+            body = np.array([30, 30, 34]) + rng.uniform(-8, 15, 3)
+            patch = body * 1.4
+        elif coat < 0.8:
+            body = np.array([35, 55, 120]) + rng.uniform(-15, 15, 3)
+            patch = body * 0.7
+        else:
+            body = np.array([215, 220, 225]) + rng.uniform(-20, 10, 3)
+            patch = np.array([40, 40, 45]) + rng.uniform(0, 20, 3)
+    elif rng.random() < 0.7:  # Holstein: white with black patches
         body = np.array([232, 234, 236]) + rng.uniform(-15, 10, 3)
         patch = np.array([28, 28, 30]) + rng.uniform(0, 20, 3)
     else:  # brown with white patches
@@ -197,9 +228,13 @@ def _cow(rng: np.random.Generator, L: int, S: int) -> tuple[np.ndarray, np.ndarr
     return canvas, mask
 
 
-def _pig(rng: np.random.Generator, L: int, S: int) -> tuple[np.ndarray, np.ndarray]:
+def _pig(rng: np.random.Generator, L: int, S: int,
+         style: str = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """A pig seen from above, facing right, filling an L x S box: round, smooth, pink."""
-    skin = np.array([178, 184, 240]) * rng.uniform(0.85, 1.04) + rng.uniform(-8, 8, 3)
+    if style == "pasture":  # outdoor breeds: tan to dusky pink, muddier
+        skin = np.array([120, 150, 200]) * rng.uniform(0.75, 1.0) + rng.uniform(-10, 10, 3)
+    else:
+        skin = np.array([178, 184, 240]) * rng.uniform(0.85, 1.04) + rng.uniform(-8, 8, 3)
     dark = skin * np.array([0.8, 0.75, 0.85])
     canvas = np.zeros((S, L, 3), np.float32)
     mask = np.zeros((S, L), np.float32)
@@ -213,12 +248,17 @@ def _pig(rng: np.random.Generator, L: int, S: int) -> tuple[np.ndarray, np.ndarr
     # Smooth shading: lighter along the spine, darker at the flanks.
     yy = np.linspace(-1, 1, S, dtype=np.float32)[:, None, None]
     canvas *= 1.08 - 0.22 * yy**2
+    if style == "pasture":  # dark spots (Gloucester Old Spot, Berkshire crosses)
+        for _ in range(rng.integers(0, 5)):
+            _ellipse(canvas, rng.uniform(0.1, 0.7) * L, rng.uniform(0.1, 0.9) * S,
+                     rng.uniform(0.05, 0.12) * L, rng.uniform(0.08, 0.2) * S,
+                     (skin * 0.35).tolist(), float(rng.uniform(0, 180)))
     return canvas, mask
 
 
-def _place(rng: np.random.Generator, animal: str, n: int, w: int, h: int):
+def _place(rng: np.random.Generator, animal: str, n: int, w: int, h: int, size: float = 1.0):
     """``n`` boxes (x1, y1, x2, y2, horizontal, flipped) with little overlap."""
-    g = math.sqrt(w * h)
+    g = math.sqrt(w * h) * size
     if animal == "cow":
         lo, hi, aspect, crowd = 0.24, 0.40, (1.6, 2.1), min(1.0, math.sqrt(4 / max(n, 1)))
     else:
@@ -252,20 +292,40 @@ def _overlap_ok(a, b) -> bool:
     return inter / small < 0.2
 
 
-def _render(spec: _Spec, scale: float, seed: int) -> tuple[bytes, bytes, int]:
+def _infrared(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A night-time IR CCTV frame of ``img``: grey, dim, low contrast, sensor noise, vignette."""
+    h, w = img.shape[:2]
+    # IR reflectance: skin and light coats bright, colour gone (weights unlike the eye's).
+    grey = img[..., 0] * 0.2 + img[..., 1] * 0.3 + img[..., 2] * 0.5
+    mean = float(grey.mean())
+    grey = mean + (grey - mean) * rng.uniform(0.45, 0.7)  # flat IR illumination
+    grey = grey * rng.uniform(0.55, 0.85) + rng.uniform(10, 30)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) / 0.5
+    grey = grey * (1 - 0.55 * r2) + rng.normal(0, 7, (h, w))  # vignette of the IR lamp, noise
+    return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+
+
+def _render(spec: _Spec, scale: float, seed: int,
+            style: str = DEFAULT_STYLE) -> tuple[bytes, bytes, int]:
     """JPEG bytes, label JSON bytes and the number of boxes written outside the image."""
     import cv2
 
-    rng = np.random.default_rng([seed, _ANIMAL_CODE[spec.animal], spec.index])
+    key = [seed, _ANIMAL_CODE[spec.animal], spec.index]
+    scene = DEFAULT_STYLE if style == "night" else style  # night: the farm scene, filmed in IR
+    if scene != DEFAULT_STYLE:  # another look also gets other layouts for the same seed
+        key.append(STYLES.index(scene))
+    rng = np.random.default_rng(key)
+    floors, size, grain = _LOOK[scene]
     w, h = max(1, round(spec.width * scale)), max(1, round(spec.height * scale))
-    img = _background(rng, w, h)
+    img = _background(rng, w, h, floors, grain)
     draw = _cow if spec.animal == "cow" else _pig
     annotations, outside = [], 0
     cat = _CATEGORY_IDS[spec.family][spec.animal]
     for k, (x1, y1, x2, y2, horizontal, flipped) in enumerate(_place(rng, spec.animal, spec.boxes,
-                                                                     w, h)):
+                                                                     w, h, size)):
         bw, bh = x2 - x1, y2 - y1
-        canvas, mask = draw(rng, *((bw, bh) if horizontal else (bh, bw)))
+        canvas, mask = draw(rng, *((bw, bh) if horizontal else (bh, bw)), scene)
         if not horizontal:
             canvas, mask = np.rot90(canvas), np.rot90(mask)
         if flipped:
@@ -282,6 +342,8 @@ def _render(spec: _Spec, scale: float, seed: int) -> tuple[bytes, bytes, int]:
             outside += 1
         annotations.append({"id": k + 1, "image_id": spec.index, "category_id": cat,
                             "bbox": bbox, "area": bw * bh, "iscrowd": 0})
+    if style == "night":
+        img = _infrared(np.random.default_rng([*key, 99]), img)
     ok, jpg = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8),
                            [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
@@ -304,8 +366,8 @@ def _render(spec: _Spec, scale: float, seed: int) -> tuple[bytes, bytes, int]:
 
 def _work(args: tuple) -> tuple[bytes | None, bytes | None, int]:
     """Pool task: render one image; write it under ``folders`` or hand the bytes back."""
-    spec, scale, seed, folders = args
-    jpg, text, outside = _render(spec, scale, seed)
+    spec, scale, seed, folders, style = args
+    jpg, text, outside = _render(spec, scale, seed, style)
     if folders is None:
         return jpg, text, outside
     name = aihub.stem(spec.animal, spec.index)
@@ -335,7 +397,7 @@ def _run(tasks: list, workers: int) -> Iterator[tuple]:
 def generate(out: Path, *, cows: int = aihub.REAL_COUNTS["cow"],
              pigs: int = aihub.REAL_COUNTS["pig"], scale: float = 1.0, seed: int = 0,
              corrupt: int = 0, zip: bool = False, workers: int | None = None,
-             progress: bool = False) -> SynthSummary:
+             progress: bool = False, style: str = DEFAULT_STYLE) -> SynthSummary:
     """Write a synthetic AI Hub raw set into ``out``; returns what was written.
 
     ``out`` gets the four extracted folders (or, with ``zip``, the four zips) and a hidden marker.
@@ -352,6 +414,8 @@ def generate(out: Path, *, cows: int = aihub.REAL_COUNTS["cow"],
     if round(small * scale) < _MIN_SIDE:
         raise HpoError(f"{scale} makes {round(small * scale)} px images; the smallest usable scale "
                        f"is {math.ceil(_MIN_SIDE / small * 1000) / 1000}", field="--scale")
+    if style not in STYLES:
+        raise HpoError(f"unknown style {style!r} (choose from {', '.join(STYLES)})", field="--style")
     if not 0 <= corrupt <= cows + pigs:
         raise HpoError(f"must be between 0 and the number of images, got {corrupt}",
                        field="--corrupt")
@@ -367,7 +431,7 @@ def generate(out: Path, *, cows: int = aihub.REAL_COUNTS["cow"],
             folders = {k: tmp / aihub.folder_name(*k) for k in aihub.ZIP_NAMES}
             for f in folders.values():
                 f.mkdir()
-        tasks = [(s, scale, seed, folders) for s in specs]
+        tasks = [(s, scale, seed, folders, style) for s in specs]
         zips = {}
         if zip:
             zips = {k: zipfile.ZipFile(tmp / name, "w") for k, name in aihub.ZIP_NAMES.items()}
@@ -396,7 +460,7 @@ def generate(out: Path, *, cows: int = aihub.REAL_COUNTS["cow"],
             corrupt=[{"file": aihub.stem(s.animal, s.index)
                       + (".jpg" if s.corrupt == "truncated_jpg" else ".json"), "kind": s.corrupt}
                      for s in specs if s.corrupt],
-            zip=zip, scale=scale, seed=seed,
+            zip=zip, scale=scale, seed=seed, style=style,
         )
         marker = summary.to_dict()
         marker.pop("out")

@@ -138,8 +138,50 @@ def test_rerun_replaces_and_foreign_folders_are_protected(tmp_path):
     ({"scale": 1.5}, "--scale"),
     ({"scale": 0.01}, "--scale"),
     ({"corrupt": 99}, "--corrupt"),
+    ({"style": "desert"}, "--style"),
 ])
 def test_bad_options(tmp_path, kw, field):
     args = {"cows": 2, "pigs": 1, "scale": 0.05, "seed": 0} | kw
     with pytest.raises(HpoError, match=field):
         generate(tmp_path / "x", **args)
+
+
+def test_pasture_style_changes_the_look_not_the_format(tmp_path):
+    """The pretraining twin (bench/pretrain.py) is another look of the same format and statistics."""
+    farm = generate(tmp_path / "farm", cows=12, pigs=4, scale=0.1, seed=4)
+    past = generate(tmp_path / "past", cows=12, pigs=4, scale=0.1, seed=4, style="pasture")
+    assert past.images == farm.images and past.boxes == farm.boxes and past.style == "pasture"
+    assert "style" not in farm.to_dict()  # the default twin's marker and --json are unchanged
+    assert json.loads((tmp_path / "past" / ".hpo-synth.json").read_text())["style"] == "pasture"
+    means, areas = {}, {}
+    for name in ("farm", "past"):
+        raw = tmp_path / name
+        pixels = [cv2_mean(p) for p in sorted(raw.glob("[[]원천]*/*.jpg"))]
+        means[name] = np.mean(pixels, axis=0)
+        boxes = [a["bbox"] for p in sorted(raw.glob("[[]라벨]*/*.json"))
+                 for a in json.loads(p.read_text())["label_info"]["annotations"]]
+        areas[name] = np.median([(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes])
+    green = {k: m[1] - (m[0] + m[2]) / 2 for k, m in means.items()}  # BGR
+    assert green["past"] > green["farm"] + 5  # grass, not pens
+    assert areas["past"] < 0.7 * areas["farm"]  # smaller animals
+    assert tree(tmp_path / "past") == tree(generate(tmp_path / "again", cows=12, pigs=4, scale=0.1,
+                                                    seed=4, style="pasture").out)
+
+
+def cv2_mean(path):
+    import cv2
+
+    return cv2.imread(str(path)).reshape(-1, 3).mean(axis=0)
+
+
+def test_night_style_is_the_farm_scene_in_infrared(tmp_path):
+    """Same layout and labels as the farm twin of that seed, grey pixels: a pure appearance shift."""
+    generate(tmp_path / "farm", cows=6, pigs=2, scale=0.1, seed=7)
+    generate(tmp_path / "night", cows=6, pigs=2, scale=0.1, seed=7, style="night")
+    farm_labels = sorted((tmp_path / "farm").glob("[[]라벨]*/*.json"))
+    for label in farm_labels:
+        other = tmp_path / "night" / label.relative_to(tmp_path / "farm")
+        assert json.loads(other.read_text()) == json.loads(label.read_text())
+    for image in sorted((tmp_path / "night").glob("[[]원천]*/*.jpg")):
+        b, g, r = cv2_mean(image)
+        assert abs(b - g) < 3 and abs(g - r) < 3  # no colour left

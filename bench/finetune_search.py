@@ -1,0 +1,199 @@
+"""Benchmark 4 redone on the fine-tuning problem: best-so-far objective vs cumulative epochs.
+
+Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' own tuner):
+``ga`` + Hyperband, ``tpe`` + Hyperband, ``ga`` without pruning, ``random`` + Hyperband, and
+Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on
+``studies/finetune.yaml``'s problem (:func:`bench.finetune.chosen_problem`): the
+pasture-pretrained yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on night IR frames of the farm twin.
+
+    python -m bench.finetune_search --quick                      # smoke: 2 arms, 1 seed, 3 trials of 2 epochs
+    python -m bench.finetune_search --seeds 0,1,2,3,4            # CPU, 2 studies side by side (hours)
+    python -m bench.finetune_search --gpu --jobs 8               # one CUDA GPU, 8 studies side by side
+
+Writes ``OUT.json`` (every study's trials and curve) and ``OUT.md`` (the table). On ``--gpu`` the
+pretraining recipe runs on the GPU as well (its own cache key), so nothing has to be carried over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail
+
+ARMS = ("ga-hyperband", "tpe-hyperband", "ga-none", "random-hyperband", "ultralytics")
+
+
+def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str,
+              env: dict[str, str], deadline: float | None = None) -> dict[str, Any]:
+    """One study: hpo worker (sampler-pruner arm) or Ultralytics' tuner; its best-so-far curve.
+
+    At ``deadline`` (time.time()) the study's process is killed; an hpo study keeps the trials it
+    finished (``truncated``), so a run on a lent machine with a hard time limit still reports.
+    """
+    timeout = 6 * 3600 if deadline is None else max(5.0, deadline - time.time())
+    truncated = False
+    from bench.demo import read_study
+    from bench.training import summarise
+
+    key = f"{arm}-s{seed}"
+    d = fresh_dir(workdir / "search" / key)
+    t0 = time.perf_counter()
+    if arm == "ultralytics":
+        spec_file = d / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "bench.ultra_tune", "--spec", str(spec_file), "--project", str(d / "project"),
+               "--iterations", str(spec["trials"]), "--out", str(d / "out.json"), "--device", device]
+        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=timeout)
+        if r["rc"] != 0:
+            return {"key": key, "error": f"tuner exit {r['rc']}: {tail(d / 'log.txt', 8)}"}
+        res = json.loads((d / "out.json").read_text())
+        trials = [{"number": it["iteration"] - 1, "state": "COMPLETE" if it["epochs"] else "FAIL",
+                   "value": it["value"], "params": it["hyperparameters"], "epochs": it["epochs"],
+                   "complete": it["complete"]} for it in res["iterations"]]
+    else:
+        from hpo.spec import parse_spec
+        from hpo.storage import open_storage
+        from hpo.study import create_or_join
+
+        sampler, pruner = arm.split("-")
+        url = f"sqlite:///{d / 'hpo.db'}"
+        storage = open_storage(url)
+        create_or_join(storage, parse_spec(spec), sampler=sampler, pruner=pruner, budget=spec["trials"])
+        storage.engine.dispose()
+        cmd = [sys.executable, "-m", "hpo", "worker", "--study", spec["name"], "--storage", url, "--seed", str(seed),
+               "--worker-index", "0", "--device", device, "--runs-dir", str(d / "runs"), "--keep", "1", "--verbose"]
+        r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=timeout)
+        truncated = r["rc"] == 124
+        if r["rc"] != 0 and not truncated:
+            return {"key": key, "error": f"worker exit {r['rc']}: {tail(d / 'log.txt', 8)}"}
+        trials = sorted(read_study(url, spec["name"])["trials"], key=lambda t: (t["complete"] or 0, t["number"]))
+    out = summarise(trials)
+    out.update({"key": key, "arm": arm, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1),
+                "truncated": truncated})
+    say(f"{key}: {out['epochs']} epochs, best {fmt_num(out['best'], 4)}, {out['wall_s']:.0f} s")
+    return out
+
+
+def curve_at(curve: list[list[Any]], epochs: int) -> float | None:
+    best = None
+    for cum, value in curve:
+        if cum <= epochs:
+            best = value
+    return best
+
+
+def render(results: dict[str, Any]) -> str:
+    """The comparison table: median [min-max] best-so-far at fractions of the no-pruning budget."""
+    spec = results["spec"]
+    budget = spec["train"]["epochs"] * spec["trials"]
+    marks = sorted({max(1, round(budget * f)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
+    lines = [f"Fine-tuning search benchmark ({results['device']}, {results['finished']}, {results['seconds'] / 60:.1f} min): "
+             f"{spec['trials']} trials × {spec['train']['epochs']} epochs per study, seeds "
+             f"{', '.join(map(str, results['seeds']))}, {results['jobs']} studies side by side.", "",
+             "| arm | runs | " + " | ".join(f"≤ {m} ep" for m in marks) + " | final best | epochs used | wall (min) |",
+             "|" + "---|" * (len(marks) + 5)]
+    for arm in results["arms"]:
+        ok = [r for r in results["runs"] if r.get("arm") == arm and not r.get("error")]
+        if not ok:
+            continue
+        cells = [fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks]
+        lines.append(f"| {arm} | {len(ok)} | " + " | ".join(cells) + f" | {fmt_stat(stat([r['best'] for r in ok]), 4)} | "
+                     f"{fmt_stat(stat([r['epochs'] for r in ok]), 0)} | {fmt_stat(stat([r['wall_s'] / 60 for r in ok]), 1)} |")
+    cut = [r["key"] for r in results["runs"] if r.get("truncated")]
+    if cut:
+        lines += ["", f"Stopped at the deadline (trials finished by then are counted): {', '.join(sorted(cut))}."]
+    errors = [f"- {r['key']}: {r['error'][:300]}" for r in results["runs"] if r.get("error")]
+    return "\n".join(lines + ([""] + ["Failed:"] + errors if errors else [])) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.finetune_search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="train on CUDA device 0 (pretraining included)")
+    p.add_argument("--quick", action="store_true", help="smoke: 2 arms, seed 0, 3 trials of 2 epochs")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--trials", type=int, default=None, help="trials per study (default: the study file's)")
+    p.add_argument("--jobs", type=int, default=None, help="studies side by side (default 2 on CPU, 8 on GPU)")
+    p.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
+    p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/finetune_search)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds from start after which running studies are stopped (kept as truncated)")
+    args = p.parse_args(argv)
+
+    from hpo.offline import configure_offline
+
+    configure_offline()
+    from bench.finetune import chosen_problem, ensure_target, finetune_spec_dict
+    from bench.pretrain import pretrain
+
+    device = "0" if args.gpu else "cpu"
+    jobs = args.jobs or (8 if args.gpu else 2)
+    workdir = args.workdir.resolve()
+    out = (args.out or workdir / ("finetune_search_quick" if args.quick else "finetune_search")).resolve()
+    problem = chosen_problem()
+    arms = [a for a in args.arms.split(",") if a]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        problem = {**problem, "train": {**problem["train"], "epochs": 2}}
+        arms, seeds = [a for a in arms if a in ("ga-hyperband", "ultralytics")], [0]
+    rec = pretrain(quick=args.quick, root=workdir / "pretrained", device=device, log=say)
+    data = ensure_target(workdir, problem)
+    spec = finetune_spec_dict(data, Path(rec["weights"]), problem)
+    spec["trials"] = 3 if args.quick else (args.trials or spec["trials"])
+    if spec.get("prune_after", 1) >= spec["train"]["epochs"]:
+        spec["prune_after"] = 1
+    if args.gpu:
+        spec["train"]["workers"] = max(1, (os.cpu_count() or 2) // jobs)
+    env = child_env(None if args.gpu else 1)
+    if args.gpu:
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        env["HPO_WORKERS_PER_MACHINE"] = str(jobs)
+        env.setdefault("OMP_NUM_THREADS", "2")  # many trainings share the CPU cores
+    say(f"fine-tuning search: arms {', '.join(arms)}, seeds {seeds}, {spec['trials']} trials × "
+        f"{spec['train']['epochs']} epochs, device {device}, {jobs} side by side")
+    started = time.perf_counter()
+    deadline = time.time() + args.deadline if args.deadline else None
+    tasks = [(arm, seed) for seed in seeds for arm in arms]
+    # Longest first: the tuner and no-pruning arms train every epoch.
+    tasks.sort(key=lambda t: 0 if t[0] in ("ultralytics", "ga-none") else 1)
+    runs: list[dict[str, Any]] = []
+
+    def write() -> str:
+        """Results so far: a run cut short (time limit) still leaves every finished study."""
+        results = {"device": "CUDA GPU 0" if args.gpu else "CPU", "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
+                   "seconds": round(time.perf_counter() - started, 1), "seeds": seeds, "arms": arms, "jobs": jobs,
+                   "spec": spec, "pretrained": {k: rec.get(k) for k in ("key", "final", "train_seconds", "device")},
+                   "complete": len(runs) == len(tasks), "runs": runs}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        text = render(results)
+        out.with_suffix(".md").write_text(text)
+        return text
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, deadline) for arm, seed in tasks]
+        for fut in as_completed(futures):
+            runs.append(fut.result())
+            write()
+    print(write())
+    return 1 if any(r.get("error") for r in runs) else 0
+
+
+def _guard(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str, env: dict[str, str],
+           deadline: float | None) -> dict[str, Any]:
+    try:
+        return study_run(workdir, spec, arm, seed, device, env, deadline)
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        return {"key": f"{arm}-s{seed}", "arm": arm, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
