@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -37,7 +36,7 @@ from hpo import attrs, hyps
 from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, format_value
 from hpo.errors import HpoError
 from hpo.search.objective import objective_value
-from hpo.spec import StudySpec
+from hpo.spec import StudySpec, render_config
 from hpo.study import StudySettings
 from hpo.search.trial_runner import TrialRecord, TrialRunner
 

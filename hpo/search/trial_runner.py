@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from hpo import attrs
 from hpo.offline import import_ultralytics
