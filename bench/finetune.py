@@ -206,7 +206,7 @@ def analyse(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
 
 def zero_shot(weights: Path, data: Path, imgsz: int) -> dict[str, float]:
     """The pretrained model on the target's validation set, before any fine-tuning (domain shift)."""
-    from hpo.objective import yolov5_fitness
+    from hpo.search.objective import yolov5_fitness
     from hpo.offline import import_ultralytics
 
     import_ultralytics()
@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace) -> int:
     if "OMP_NUM_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from hpo.spec import parse_spec
-    from hpo.trial_runner import TrialRunner
+    from hpo.search.trial_runner import TrialRunner
 
     spec = parse_spec(json.loads(Path(args.spec).read_text()))
     params = json.loads(Path(args.params).read_text())

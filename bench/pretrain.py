@@ -99,7 +99,7 @@ def _hpo_data(*args: str) -> None:
     """One `hpo data` command in-process (the same functions the CLI calls)."""
     from typer.testing import CliRunner
 
-    from hpo.data.cli import app
+    from hpo.cli.data import app
 
     r = CliRunner().invoke(app, list(args))
     if r.exit_code != 0:
@@ -118,7 +118,7 @@ def build_data(recipe: dict[str, Any], root: Path) -> Path:
 
 def train(recipe: dict[str, Any], data: Path, save_dir: Path, threads: int, device: str = "cpu") -> dict[str, Any]:
     """The deterministic pretraining; per-epoch metrics and the final validation of best.pt."""
-    from hpo.objective import metrics_from_trainer
+    from hpo.search.objective import metrics_from_trainer
     from hpo.offline import import_ultralytics
 
     import_ultralytics()
