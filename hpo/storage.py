@@ -470,7 +470,7 @@ def sqlite_file(url: str) -> Path | None:
     """The database file behind an SQLite URL; None for a server or an in-memory database."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # e.g. a port that is not a number
         return None  # reported by open_storage
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None

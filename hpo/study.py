@@ -101,10 +101,10 @@ def create_or_join(
         _name_metric(study, spec)
         return dataclasses.replace(new, changes=tuple(changes))
 
+    settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials)
+    _check_fits(spec, settings.sampler, settings.pruner)  # before anything is created
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 load_if_exists=True)
-    settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials)
-    _check_fits(spec, settings.sampler, settings.pruner)
     for key, value in _attrs(spec, settings.sampler, settings.pruner, settings.budget).items():
         study.set_user_attr(key, value)
     _name_metric(study, spec)

@@ -116,6 +116,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.stop_event = stop_event or threading.Event()
         self.requeue = requeue or RequeueTrial()
+        self._stale_lock = threading.Lock()
         self.max_consecutive_failures = max_consecutive_failures
         self.failures_in_a_row: list[str] = []
 
@@ -154,7 +155,7 @@ class Worker:
         def watch() -> None:
             while not done.wait(interval):
                 try:
-                    fail_stale_trials(self.study, self.requeue)
+                    self._fail_stale_trials()
                 except Exception:  # noqa: BLE001 - the loop checks too; never kill the worker from here
                     log.debug("stale-trial check failed:\n%s", traceback.format_exc())
 
@@ -162,9 +163,15 @@ class Worker:
         thread.start()
         return thread
 
+    def _fail_stale_trials(self) -> None:
+        """One check at a time in this worker: the watcher thread and the loop must not both fail (and
+        re-queue) the same dead trial, which a retried storage call could otherwise let through."""
+        with self._stale_lock:
+            fail_stale_trials(self.study, self.requeue)
+
     def _loop(self, summary: WorkerSummary) -> None:
         while not self.stop_event.is_set():
-            fail_stale_trials(self.study, self.requeue)
+            self._fail_stale_trials()
             state = progress(self.study)
             if state.finished >= self.budget:
                 break

@@ -199,6 +199,7 @@ def test_a_trial_without_any_heartbeat_is_failed_and_requeued(backend: str, requ
     except subprocess.TimeoutExpired:
         pytest.fail("the worker waited forever for a trial without a heartbeat")
     assert worker.returncode == 0, worker.stderr[-3000:]
+    assert len(study.trials) == 2, [(t.number, t.state.name, t.user_attrs) for t in study.trials]
     lost, retry = study.trials
     assert lost.state == TrialState.FAIL
     assert _reason(lost) == "worker lost: no heartbeat within the grace period; trial re-queued"
@@ -279,8 +280,8 @@ def test_sigterm_during_final_validation_keeps_the_trained_trial(toy_data: Path,
     stop = threading.Event()
 
     class SignalAfterLastEpoch(TrialRunner):
-        def build_model(self, checkpoint: Path | None = None):  # noqa: ANN201
-            model = super().build_model(checkpoint)
+        def build_model(self, checkpoint: Path | None = None, model: str | None = None):  # noqa: ANN201
+            model = super().build_model(checkpoint, model)
 
             def on_model_save(trainer) -> None:  # noqa: ANN001
                 if trainer.epoch + 1 == trainer.epochs:
@@ -333,11 +334,14 @@ def test_worker_gives_up_after_consecutive_failures(toy_data: Path, tmp_path: Pa
     study_file = curve_study(tmp_path, toy_data, name="full", trials=5, epochs=2, sampler="random")
     db = f"sqlite:///{tmp_path / 's.db'}"
     create_or_join(open_storage(db), load_spec(study_file))
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the runs folder should be\n")
+    # The runs folder itself is writable (an unwritable one is refused up front, before any trial), but
+    # every trial's folder fails: a file stands where the study's folder should be.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "full").write_text("a file where the study's runs folder should be\n")
     try:
         worker = subprocess.run(hpo_cmd("worker", "--study", "full", "--storage", db, *CURVE, "--artifacts", "off",
-                                        "--runs-dir", str(blocker / "runs"), "--max-consecutive-failures", "3"),
+                                        "--runs-dir", str(runs), "--max-consecutive-failures", "3"),
                                 cwd=tmp_path, capture_output=True, text=True, timeout=180)
     except subprocess.TimeoutExpired:
         pytest.fail("the worker kept creating failed trials")
