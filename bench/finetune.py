@@ -243,18 +243,24 @@ def measure_problem(ctx: Context, problem: dict[str, Any], weights: Path, thread
 
 # --- the bench section --------------------------------------------------------------------------
 
+def _pretrained(ctx: Context) -> dict[str, Any]:
+    """The pretraining record of this bench run: built (or read from its cache) once, shared by sections 7-8."""
+    from bench.pretrain import pretrain
+
+    if "pretrained" not in ctx.shared:
+        root = ctx.workdir / "pretrained" if ctx.quick else REPO / "bench" / ".work" / "pretrained"
+        ctx.shared["pretrained"] = pretrain(quick=ctx.quick, root=root, log=say)
+    return ctx.shared["pretrained"]
+
+
 class Pretrain:
     NAME = "pretrain"
     TITLE = "7. Pretraining recipe (offline stand-in for COCO weights)"
 
     @staticmethod
     def run(ctx: Context) -> Section:
-        from bench.pretrain import pretrain
-
         sec, t0 = begin(Pretrain.NAME, Pretrain.TITLE)
-        rec = pretrain(quick=ctx.quick, root=ctx.workdir / "pretrained" if ctx.quick else
-                       REPO / "bench" / ".work" / "pretrained", log=say)
-        ctx.shared["pretrained"] = rec
+        rec = _pretrained(ctx)
         r, t = rec["recipe"], rec["recipe"]["train"]
         s = r["synth"]
         sec.setup = [
@@ -291,12 +297,8 @@ class Finetune:
 
     @staticmethod
     def run(ctx: Context) -> Section:
-        from bench.pretrain import pretrain
-
         sec, t0 = begin(Finetune.NAME, Finetune.TITLE)
-        rec = ctx.shared.get("pretrained") or pretrain(
-            quick=ctx.quick, root=ctx.workdir / "pretrained" if ctx.quick else REPO / "bench" / ".work" / "pretrained",
-            log=say)
+        rec = _pretrained(ctx)
         weights = Path(rec["weights"])
         threads = 1  # per training; Ultralytics uses cores - 1 on CPU anyway
         problems = [chosen_problem()] if ctx.quick else PROBLEMS

@@ -155,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     env = child_env(None if args.gpu else 1)
     if args.gpu:
         env.pop("CUDA_VISIBLE_DEVICES", None)
-        env["HPO_WORKERS_PER_MACHINE"] = str(jobs)
         env.setdefault("OMP_NUM_THREADS", "2")  # many trainings share the CPU cores
     say(f"fine-tuning search: arms {', '.join(arms)}, seeds {seeds}, {spec['trials']} trials × "
         f"{spec['train']['epochs']} epochs, device {device}, {jobs} side by side")

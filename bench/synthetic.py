@@ -22,7 +22,6 @@ Per-trial log lines are off in both (Optuna's INFO logging, hpo's ``--verbose``)
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import queue
 import time

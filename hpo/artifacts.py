@@ -78,11 +78,6 @@ def upload(store: FileSystemArtifactStore, target: Target, path: Path, *, name: 
         return upload_artifact(artifact_store=store, file_path=str(alias), study_or_trial=target, mimetype=mimetype)
 
 
-def as_cli_value(path: Path | None) -> str:
-    """``--artifacts`` for a worker process: the folder, or ``off``."""
-    return str(path) if path is not None else "off"
-
-
 def upload_trial_files(trial: optuna.Trial, save_dir: Path, artifact_dir: Path | None) -> list[str]:
     """Attach a running trial's hyp.yaml and results.csv; a failed upload never fails the trial."""
     ids: list[str] = []

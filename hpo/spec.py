@@ -339,9 +339,8 @@ class StudySpec(_Strict):
         if self.objectives[0].metric not in ACCURACY_METRICS:
             raise ValueError(f"objectives.0.metric: the first (primary) objective must be an accuracy metric "
                              f"({', '.join(ACCURACY_METRICS)}); costs come after it")
-        if self.multi_objective and self.pruner != "none":
-            raise ValueError(multi_objective_pruner_error(self.pruner))
-        check_sampler(self.sampler, self)
+        if (problem := unfit(self, self.sampler, self.pruner)) is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
 
     def _check_model(self) -> None:
         searched = self.search_space.get("model")
@@ -482,16 +481,16 @@ def render_config(config: dict[str, Any], header: list[str] | tuple[str, ...] = 
     return "".join(f"# {line}\n" for line in header) + yaml.safe_dump(config, sort_keys=False)
 
 
-def multi_objective_pruner_error(pruner: str) -> str:
-    return (f"pruner: {pruner!r} cannot prune a multi-objective study (Optuna does not prune them, and hpo "
-            "does not prune on the primary objective alone); use pruner: none")
+def unfit(spec: StudySpec, sampler: str, pruner: str) -> tuple[str, str] | None:
+    """Why ``sampler``/``pruner`` cannot run ``spec``'s objectives and constraints, as (field, what), or None.
 
-
-def check_sampler(name: str, spec: StudySpec) -> None:
-    """Refuse a sampler that cannot handle the spec's objectives or constraints (a ``ValueError``)."""
-    problem = sampler_problem(name, multi_objective=spec.multi_objective, constrained=bool(spec.constraints))
-    if problem:
-        raise ValueError(f"sampler: {problem}")
+    The one check behind both the study file's own sampler/pruner and the ones ``hpo launch`` is given.
+    """
+    if spec.multi_objective and pruner != "none":
+        return "pruner", (f"{pruner!r} cannot prune a multi-objective study (Optuna does not prune them, and "
+                          "hpo does not prune on the primary objective alone); use pruner: none")
+    problem = sampler_problem(sampler, multi_objective=spec.multi_objective, constrained=bool(spec.constraints))
+    return ("sampler", problem) if problem else None
 
 
 def _find_relative(raw: str, source: Any) -> Path:

@@ -20,8 +20,7 @@ from hpo import attrs, optuna_compat
 from hpo.errors import HpoError
 from hpo.search.pruners import PRUNERS
 from hpo.search.samplers import SAMPLERS
-from hpo.spec import StudySpec, multi_objective_pruner_error, parse_spec
-from hpo.search.samplers import sampler_problem
+from hpo.spec import StudySpec, parse_spec, unfit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -115,11 +114,8 @@ def create_or_join(
 
 def _check_fits(spec: StudySpec, sampler: str, pruner: str) -> None:
     """Refuse a sampler or pruner that cannot handle the spec's objectives or constraints."""
-    if (problem := sampler_problem(sampler, multi_objective=spec.multi_objective,
-                                   constrained=bool(spec.constraints))) is not None:
-        raise HpoError(problem, field="--sampler")
-    if spec.multi_objective and pruner != "none":
-        raise HpoError(multi_objective_pruner_error(pruner).removeprefix("pruner: "), field="--pruner")
+    if (problem := unfit(spec, sampler, pruner)) is not None:
+        raise HpoError(problem[1], field=f"--{problem[0]}")
 
 
 def _name_metric(study: optuna.Study, spec: StudySpec) -> None:
