@@ -53,8 +53,12 @@ def ensure_demo_data(workdir: Path) -> Path:
 
 def demo_spec_dict(data_yaml: Path, *, epochs: int | None = None, trials: int | None = None,
                    name: str | None = None) -> dict[str, Any]:
+    from hpo.spec import expand_env
+
     spec = yaml.safe_load(DEMO_YAML.read_text())
     spec["data"] = str(data_yaml.resolve())
+    if spec.get("weights"):  # the committed checkpoint, found from any working directory
+        spec["weights"] = str((REPO / expand_env(spec["weights"])).resolve())
     if epochs is not None:
         spec["train"]["epochs"] = epochs
         if spec.get("prune_after", 1) > epochs:  # shrunk (quick mode, warm-up): keep the spec valid

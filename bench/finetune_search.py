@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,132 @@ def curve_at(curve: list[list[Any]], epochs: int) -> float | None:
     return best
 
 
+def epochs_to_reach(curve: list[list[Any]], target: float) -> int | None:
+    """Cumulative epochs at which the best-so-far first reaches ``target`` (None: never)."""
+    for cum, value in curve:
+        if value is not None and value >= target - 1e-12:
+            return int(cum)
+    return None
+
+
+def bootstrap_median_diff(a: list[float], b: list[float], n: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """Median(a) - median(b) with a 95 % percentile bootstrap interval (runs resampled within each arm)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    xa, xb = np.asarray(a, float), np.asarray(b, float)
+    diffs = np.median(rng.choice(xa, (n, xa.size)), axis=1) - np.median(rng.choice(xb, (n, xb.size)), axis=1)
+    return float(np.median(xa) - np.median(xb)), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str, Any]:
+    """What the issue asks of benchmark 4: epochs to reach the tuner's final median best, the
+    difference of final bests with bootstrap intervals, and pruning's savings on the same seeds."""
+    import statistics
+
+    ok = {arm: sorted((r for r in results["runs"] if r.get("arm") == arm and not r.get("error")),
+                      key=lambda r: r["seed"]) for arm in results["arms"]}
+    ok = {arm: runs for arm, runs in ok.items() if runs}
+    out: dict[str, Any] = {"arms": {}}
+    base_runs = ok.get(baseline, [])
+    target = statistics.median(r["best"] for r in base_runs) if base_runs else None
+    base_epochs = statistics.median(r["epochs"] for r in base_runs) if base_runs else None
+    out["target"], out["target_epochs"] = target, base_epochs
+    for arm, runs in ok.items():
+        row: dict[str, Any] = {"runs": len(runs), "final": [r["best"] for r in runs],
+                               "epochs": [r["epochs"] for r in runs]}
+        if target is not None:
+            reach = [epochs_to_reach(r["curve"], target) for r in runs]
+            row["reach"] = reach
+            hit = sorted(x for x in reach if x is not None)
+            # The median run's epochs; a run that never got there counts as infinitely many.
+            row["reached"] = len(hit)
+            row["reach_median"] = (statistics.median(x if x is not None else float("inf") for x in reach)
+                                   if len(hit) * 2 > len(reach) else None)
+            if row["reach_median"] is not None and base_epochs:
+                row["reach_fraction"] = row["reach_median"] / base_epochs
+        if base_runs and arm != baseline:
+            row["vs_baseline"] = bootstrap_median_diff([r["best"] for r in runs], [r["best"] for r in base_runs])
+        out["arms"][arm] = row
+    pairs = []
+    for pruned_arm, full_arm in (("ga-hyperband", "ga-none"),):
+        by_seed = {r["seed"]: r for r in ok.get(full_arm, [])}
+        for r in ok.get(pruned_arm, []):
+            other = by_seed.get(r["seed"])
+            if other is not None:
+                pairs.append({"seed": r["seed"], "pruned_epochs": r["epochs"], "full_epochs": other["epochs"],
+                              "pruned_best": r["best"], "full_best": other["best"]})
+    if pairs:
+        out["pruning"] = {"pairs": pairs,
+                          "epochs_saved": 1 - sum(p["pruned_epochs"] for p in pairs) / sum(p["full_epochs"] for p in pairs),
+                          "best_diff": bootstrap_median_diff([p["pruned_best"] for p in pairs],
+                                                             [p["full_best"] for p in pairs])}
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Median best-so-far against cumulative epochs per arm, min-max band shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    spec = results["spec"]
+    budget = spec["train"]["epochs"] * spec["trials"]
+    grid = np.arange(1, budget + 1)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for arm in results["arms"]:
+        runs = [r for r in results["runs"] if r.get("arm") == arm and not r.get("error")]
+        if not runs:
+            continue
+        ys = np.array([[np.nan if (v := curve_at(r["curve"], int(g))) is None else v for g in grid] for r in runs])
+        with warnings.catch_warnings():  # epochs before any run's first complete trial are all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med, low, high = np.nanmedian(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+        line, = ax.step(grid, med, where="post", label=f"{arm} ({len(runs)} runs)")
+        ax.fill_between(grid, low, high, step="post", alpha=0.12, color=line.get_color())
+    ax.set_xlabel("cumulative epochs trained (the GPU-hour proxy)")
+    ax.set_ylabel("best objective so far (0.1 mAP50 + 0.9 mAP50-95)")
+    ax.set_title(f"Fine-tuning search: median and min-max over seeds ({results['device']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_analysis(results: dict[str, Any]) -> str:
+    """The tables under the curve table: reaching the tuner's median best, bootstrap intervals, pruning."""
+    a = analyse(results)
+    lines: list[str] = []
+    if a["target"] is not None:
+        lines += ["", f"Epochs to reach `model.tune()`'s final median best ({a['target']:.4f}, reached by the tuner "
+                      f"with a median {a['target_epochs']:.0f} epochs); final best against the tuner's "
+                      "(difference of medians, 95 % bootstrap interval):", "",
+                  "| arm | runs reaching it | median epochs to reach it | of the tuner's epochs | "
+                  "final best − tuner's [95 % CI] |", "|---|---|---|---|---|"]
+        for arm, row in a["arms"].items():
+            rm = row.get("reach_median")
+            reach = "-" if rm is None else ("never" if rm == float("inf") else f"{rm:.0f}")
+            frac = f"{row['reach_fraction']:.0%}" if row.get("reach_fraction") not in (None, float("inf")) else "-"
+            diff = row.get("vs_baseline")
+            lines.append(f"| {arm} | {row.get('reached', '-')}/{row['runs']} | {reach} | {frac} | "
+                         + ("-" if diff is None else f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]") + " |")
+    if a.get("pruning"):
+        pr = a["pruning"]
+        d = pr["best_diff"]
+        lines += ["", f"Pruning savings, `ga` with Hyperband against `ga` without, same seeds: "
+                      f"{pr['epochs_saved']:.0%} fewer epochs; best with − without: {d[0]:+.4f} "
+                      f"[{d[1]:+.4f}, {d[2]:+.4f}] (95 % bootstrap interval).", "",
+                  "| seed | epochs with / without | best with / without |", "|---|---|---|"]
+        for p in pr["pairs"]:
+            lines.append(f"| {p['seed']} | {p['pruned_epochs']} / {p['full_epochs']} | "
+                         f"{fmt_num(p['pruned_best'], 4)} / {fmt_num(p['full_best'], 4)} |")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def render(results: dict[str, Any]) -> str:
     """The comparison table: median [min-max] best-so-far at fractions of the no-pruning budget."""
     spec = results["spec"]
@@ -110,7 +237,7 @@ def render(results: dict[str, Any]) -> str:
     if cut:
         lines += ["", f"Stopped at the deadline (trials finished by then are counted): {', '.join(sorted(cut))}."]
     errors = [f"- {r['key']}: {r['error'][:300]}" for r in results["runs"] if r.get("error")]
-    return "\n".join(lines + ([""] + ["Failed:"] + errors if errors else [])) + "\n"
+    return "\n".join(lines + ([""] + ["Failed:"] + errors if errors else [])) + "\n" + render_analysis(results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/finetune_search)")
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds from start after which running studies are stopped (kept as truncated)")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only re-render the table and the plot of an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.render:
+        results = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(render(results))
+        plot(results, args.render.with_suffix(".png"))
+        print(render(results))
+        return 0
 
     from hpo.offline import configure_offline
 
@@ -161,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     deadline = time.time() + args.deadline if args.deadline else None
     tasks = [(arm, seed) for seed in seeds for arm in arms]
-    # Longest first: the tuner and no-pruning arms train every epoch.
-    tasks.sort(key=lambda t: 0 if t[0] in ("ultralytics", "ga-none") else 1)
+    # Seed by seed (a run cut short by --deadline leaves whole seeds), longest arms first within a
+    # seed: the tuner and no-pruning arms train every epoch.
+    tasks.sort(key=lambda t: (t[1], 0 if t[0] in ("ultralytics", "ga-none") else 1))
     runs: list[dict[str, Any]] = []
 
     def write() -> str:
@@ -175,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         text = render(results)
         out.with_suffix(".md").write_text(text)
+        plot(results, out.with_suffix(".png"))
         return text
 
     with ThreadPoolExecutor(jobs) as pool:

@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / "bench" / ".work" / "pretrained"
 #: Stable name of the full recipe's weights, the default ``weights:`` of studies/finetune.yaml.
 LATEST_NAME = "yolov5n-p6-pasture.pt"
+#: The committed copy (what `make demo` fine-tunes on a fresh clone) and its provenance record.
+COMMITTED = REPO / "weights" / LATEST_NAME
+COMMITTED_RECORD = COMMITTED.with_suffix(".json")
 
 #: The full recipe: a few minutes on 2 CPU cores (1 torch thread); measured: bench/results.md, section 7.
 RECIPE: dict[str, Any] = {
@@ -83,6 +86,20 @@ def twin_digest(raw: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(p for p in raw.rglob("*") if p.is_file()):
         h.update(str(path.relative_to(raw)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def tensor_digest(weights: Path) -> str:
+    """sha256 over the checkpoint's tensors (names, dtypes, shapes, bytes), not the file: Ultralytics
+    writes the date and its version into the file, so two identical trainings differ as files."""
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    model = ckpt.get("ema") or ckpt["model"]
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode() + b"\0" + t.numpy().tobytes())
     return h.hexdigest()
 
 
@@ -211,11 +228,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0 (part of the cache key)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--publish", action="store_true",
+                   help=f"copy the full recipe's weights to {COMMITTED.relative_to(REPO)} with their provenance record")
+    p.add_argument("--verify", action="store_true",
+                   help=f"exit 1 unless the recipe's weights (cached, or retrained with --force) have the tensors of "
+                        f"{COMMITTED.relative_to(REPO)}")
     args = p.parse_args(argv)
+    if (args.publish or args.verify) and (args.quick or args.device != "cpu" or args.threads != 1):
+        p.error("--publish/--verify are for the committed recipe: CPU, 1 thread, not --quick")
     record = pretrain(quick=args.quick, root=args.root, threads=args.threads, force=args.force,
                       device=args.device)
+    if args.publish:
+        publish(record)
     print(json.dumps(record, indent=1) if args.json else record["weights"])
+    if args.verify:
+        return verify(record)
     return 0
+
+
+def provenance(record: dict[str, Any]) -> dict[str, Any]:
+    """What the committed checkpoint is and how to make it again (weights/yolov5n-p6-pasture.json)."""
+    keep = ("key", "recipe", "env", "threads", "device", "twin_sha256", "final", "epochs", "train_seconds")
+    return {"made_by": "python -m bench.pretrain --publish", "file": COMMITTED.name,
+            "tensor_sha256": tensor_digest(Path(record["weights"])), **{k: record[k] for k in keep}}
+
+
+def publish(record: dict[str, Any]) -> None:
+    """Copy the recipe's weights into the project, next to their provenance record."""
+    COMMITTED.parent.mkdir(parents=True, exist_ok=True)
+    tmp = COMMITTED.with_name(f".{COMMITTED.name}.{os.getpid()}")
+    shutil.copyfile(record["weights"], tmp)
+    os.replace(tmp, COMMITTED)
+    COMMITTED_RECORD.write_text(json.dumps(provenance(record), indent=1) + "\n")
+    print(f"published {COMMITTED} ({COMMITTED.stat().st_size / 1e6:.1f} MB) and {COMMITTED_RECORD.name}",
+          file=sys.stderr)
+
+
+def verify(record: dict[str, Any]) -> int:
+    """0 when the recipe reproduced the committed checkpoint tensor for tensor, else 1 (and why)."""
+    committed = json.loads(COMMITTED_RECORD.read_text())
+    problems = []
+    if record["key"] != committed["key"]:
+        problems.append(f"recipe key {record['key']} != committed {committed['key']} (recipe, versions or twin changed)")
+    got = tensor_digest(Path(record["weights"]))
+    if got != committed["tensor_sha256"] or got != tensor_digest(COMMITTED):
+        problems.append(f"tensors {got[:12]} != committed {committed['tensor_sha256'][:12]}")
+    for line in problems:
+        print(f"verify: {line}", file=sys.stderr)
+    if not problems:
+        print(f"verify: the recipe reproduced {COMMITTED.relative_to(REPO)} tensor for tensor "
+              f"({'cached' if record.get('cached') else 'retrained'})", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

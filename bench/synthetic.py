@@ -1,6 +1,6 @@
 """Trials that train nothing, run through hpo's worker loop or bare Optuna, in worker processes.
 
-A trial is a deterministic learning curve over the demo study's search space (lr0, lrf, momentum):
+A trial is a deterministic learning curve over the livestock seed's search space (lr0, lrf, momentum):
 it reports ``steps`` values, asks the pruner after each, and optionally sleeps ``seconds`` in total
 (spread over the steps) to stand for training time. Both arms use the same objective, the same
 sampler (hpo's ``create_sampler`` with the same per-worker seeds), the same pruner (hpo's
@@ -32,11 +32,11 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 
 
-def demo_space() -> dict[str, Any]:
-    """The demo study's search space, read from studies/demo.yaml (written once, there)."""
+def seed_space() -> dict[str, Any]:
+    """The livestock seed's search space (lr0, lrf, momentum), read from studies/lr_momentum.yaml."""
     import yaml
 
-    return yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())["search_space"]
+    return yaml.safe_load((REPO / "studies" / "lr_momentum.yaml").read_text())["search_space"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Load:
 
 
 def synthetic_spec_dict(name: str, *, steps: int, trials: int, sampler: str, pruner: str) -> dict[str, Any]:
-    """The demo study's search space and base, with ``steps`` epochs (the pruners' max resource)."""
+    """The seed's search space and base, with ``steps`` epochs (the pruners' max resource)."""
     return {
         "name": name,
         "description": "benchmark: synthetic learning curves, nothing is trained",
@@ -56,7 +56,7 @@ def synthetic_spec_dict(name: str, *, steps: int, trials: int, sampler: str, pru
         "data": "unused-by-synthetic-trials.yaml",
         "train": {"epochs": steps, "optimizer": "SGD"},
         "objective": {"metric": "fitness", "direction": "maximize"},
-        "search_space": demo_space(),
+        "search_space": seed_space(),
         # No base trial: an enqueued (WAITING) trial can be popped by two workers at once on SQLite
         # (Optuna's WAITING -> RUNNING is not atomic there), which kills a worker of either arm.
         "sampler": sampler,

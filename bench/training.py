@@ -168,8 +168,10 @@ def plan(ctx: Context, spec: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 def _common_setup(ctx: Context, spec: dict[str, Any]) -> list[str]:
     t = spec["train"]
     return [
-        f"The demo study (`studies/demo.yaml`): yolov5n-p6 from scratch, {t['epochs']} epochs, imgsz {t['imgsz']}, "
-        f"batch {t['batch']}, SGD, cosine LR, search over lr0 (log) / lrf / momentum with the seed's bounds, "
+        f"The demo study (`studies/demo.yaml`): yolov5n-p6 "
+        f"{'fine-tuned from ' + Path(spec['weights']).name if spec.get('weights') else 'from scratch'}, "
+        f"{t['epochs']} epochs, imgsz {t['imgsz']}, batch {t['batch']}, SGD, cosine LR, search over "
+        f"{', '.join(spec['search_space'])}, "
         f"{spec['trials']} trials per study, objective 0.1 mAP50 + 0.9 mAP50-95 at the trial's best epoch, "
         "base hyps as the first trial. Data: the synthetic twin of `make demo` (`hpo data synth --cows 240 "
         "--pigs 80 --scale 0.1 --seed 0` + `hpo data prepare`): 128 training images (mini set), 64 validation.",

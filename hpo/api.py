@@ -159,7 +159,7 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
     from hpo.search.objective import METRIC_NAMES
     from hpo.study import best_trial, progress
 
-    from hpo.study import is_multi_objective, pareto_front
+    from hpo.study import gain_over_base, is_multi_objective, pareto_front
 
     state = progress(study)
     best = best_trial(study)
@@ -192,6 +192,7 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
             "number": best.number, "value": best.values[0], "params": best.params,
             "metrics": {k: best.user_attrs.get(k) for k in METRIC_NAMES},
         },
+        "vs_base": gain_over_base(study, settings.spec),
         "front": None if not multi else [
             {"number": t.number, "values": t.values, "params": t.params} for t in pareto_front(study)],
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -29,6 +30,10 @@ from hpo.search.samplers import SAMPLERS, sampler_problem
 
 #: The one search-space name that is no training argument: the model (architecture) a trial builds.
 SEARCHED_MODEL = "model"
+
+#: True while a spec read back from a storage is validated: its values passed Ultralytics' checks
+#: when the study was created, and re-checking them imports torch (seconds for every `hpo status`).
+_STORED_SPEC: ContextVar[bool] = ContextVar("hpo_stored_spec", default=False)
 
 _ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -153,6 +158,17 @@ class LatencySpec(_Strict):
                          "threads on a CPU shared with trainings make the median swing tenfold)")
 
 
+class NoiseSpec(_Strict):
+    """How much the objective moves when only the training seed changes (base hyps, several seeds).
+
+    Measured once per problem; with it, ``hpo status`` says whether the best trial's gain over the
+    base hyps is real (a few times this) or seed luck (about this).
+    """
+
+    std: float = Field(gt=0, description="sample standard deviation of the objective over training seeds")
+    source: str = Field(default="", description="how and where it was measured")
+
+
 class Retrain(_Strict):
     data: str | None = Field(default=None, description="data yaml of the full set; default: the study's")
     epochs: int | None = Field(default=None, gt=0)
@@ -202,6 +218,7 @@ class StudySpec(_Strict):
     pruner: str = Field(default="hyperband", description="default pruner (a name of hpo.search.pruners.PRUNERS)")
     prune_after: int = Field(default=1, gt=0, description="epochs every trial trains before it may be pruned")
     trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
+    noise: NoiseSpec | None = Field(default=None, description="the objective's seed-to-seed noise, measured")
     retrain: Retrain = Retrain()
 
     @model_validator(mode="before")
@@ -294,7 +311,7 @@ class StudySpec(_Strict):
             else:
                 values = {"low": param.low, "high": param.high}
             for where, value in values.items():
-                if (problem := hyps.check_value(name, value)) is not None:
+                if (problem := _value_problem(name, value)) is not None:
                     raise ValueError(f"search_space.{name}.{where}: {problem}")
         return space
 
@@ -316,7 +333,7 @@ class StudySpec(_Strict):
                     raise ValueError(f"base.{name}: {shown(value)} is not a valid value of the search space")
                 if not contains(dist, value):
                     raise ValueError(f"base.{name}: {shown(value)} lies outside the search space{origin}")
-            if name != SEARCHED_MODEL and (problem := hyps.check_value(name, value)) is not None:
+            if name != SEARCHED_MODEL and (problem := _value_problem(name, value)) is not None:
                 raise ValueError(f"base.{name}: {problem}{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
@@ -509,9 +526,14 @@ def _check_training_args(named: dict[str, Any]) -> dict[str, Any]:
     for name in named:
         _check_training_arg(name)
     for name, value in named.items():
-        if (problem := hyps.check_value(name, value)) is not None:
+        if (problem := _value_problem(name, value)) is not None:
             raise ValueError(f"{name}: {problem}")
     return named
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """Ultralytics' verdict on one value; none for a spec read back from a storage (checked at creation)."""
+    return None if _STORED_SPEC.get() else hyps.check_value(name, value)
 
 
 def _check_training_arg(name: str) -> None:
@@ -542,15 +564,22 @@ def _format_error(err: dict[str, Any]) -> tuple[str, str]:
     return field or "<root>", msg
 
 
-def parse_spec(data: Any, source: str | Path = "<spec>") -> StudySpec:
-    """Validate a spec mapping; the first problem becomes a one-line :class:`HpoError`."""
+def parse_spec(data: Any, source: str | Path = "<spec>", *, stored: bool = False) -> StudySpec:
+    """Validate a spec mapping; the first problem becomes a one-line :class:`HpoError`.
+
+    ``stored``: the spec comes from a study's storage, so its values were checked against
+    Ultralytics when the study was created; names and structure are still validated.
+    """
     if not isinstance(data, dict):
         raise HpoError("a study file must be a YAML mapping", path=source)
+    token = _STORED_SPEC.set(stored)
     try:
         return StudySpec.model_validate(data, context={"source": str(source)})
     except ValidationError as exc:
         field, msg = _format_error(exc.errors()[0])
         raise HpoError(msg, path=source, field=field) from None
+    finally:
+        _STORED_SPEC.reset(token)
 
 
 def load_spec(path: str | Path) -> StudySpec:

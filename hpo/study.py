@@ -138,7 +138,7 @@ def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySetti
     stored = storage.get_study_user_attrs(study_id)
     if attrs.STUDY_SPEC not in stored:
         raise HpoError(f"study {name!r} was not created by hpo (no stored spec)", field="--study")
-    spec = parse_spec(stored[attrs.STUDY_SPEC], source=f"study {name!r} in storage")
+    spec = parse_spec(stored[attrs.STUDY_SPEC], source=f"study {name!r} in storage", stored=True)
     return StudySettings(spec, stored.get(attrs.STUDY_SAMPLER, spec.sampler),
                          stored.get(attrs.STUDY_PRUNER, spec.pruner), int(stored.get(attrs.STUDY_BUDGET, spec.trials)))
 
@@ -201,6 +201,30 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
+
+
+def gain_over_base(study: optuna.Study, spec: StudySpec) -> dict[str, Any] | None:
+    """The best trial against the base hyps (trial 0), in the objective's units and, where the spec
+    states the measured seed-to-seed noise, in multiples of it: is the search's gain real or luck?
+
+    None for multi-objective studies and before both the base and a best trial are complete.
+    """
+    if is_multi_objective(study):
+        return None
+    base = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.user_attrs.get(attrs.BASE_TRIAL)), None)
+    best = best_trial(study)
+    if base is None or best is None or base.value is None or best.value is None:
+        return None
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    gain = sign * (best.value - base.value)
+    out: dict[str, Any] = {"base": {"number": base.number, "value": base.value},
+                           "best": {"number": best.number, "value": best.value}, "gain": gain}
+    if spec.noise is not None:
+        out["noise_std"] = spec.noise.std
+        out["gain_in_noise"] = gain / spec.noise.std
+        out["noise_source"] = spec.noise.source
+    return out
 
 
 def is_multi_objective(study: optuna.Study) -> bool:

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-#: The demo study (studies/demo.yaml): its search space and base are the tests' too, written once.
+#: The seed's search (studies/lr_momentum.yaml: lr0, lrf, momentum): the tests' space and base, written once.
+SEED_SEARCH = yaml.safe_load((REPO / "studies" / "lr_momentum.yaml").read_text())
+#: The demo study (studies/demo.yaml), as the user gets it.
 DEMO = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
 
 
@@ -65,7 +67,7 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_spec_dict(data: Path, *, name: str = "tiny", epochs: int = 2, trials: int = 3,
                    sampler: str = "ga", pruner: str = "none") -> dict:
-    """The demo's search (space and base hyps from studies/demo.yaml), shrunk to seconds per trial."""
+    """The seed's search (space and base hyps of studies/lr_momentum.yaml), shrunk to seconds per trial."""
     return {
         "name": name,
         "model": "yolov5n-p6.yaml",
@@ -73,8 +75,8 @@ def tiny_spec_dict(data: Path, *, name: str = "tiny", epochs: int = 2, trials: i
         "train": {"epochs": epochs, "imgsz": 64, "batch": 8, "nbs": 8, "optimizer": "SGD",
                   "cos_lr": True, "warmup_epochs": 0, "close_mosaic": 0, "seed": 0},
         "objective": {"metric": "fitness", "direction": "maximize"},
-        "search_space": copy.deepcopy(DEMO["search_space"]),
-        "base": copy.deepcopy(DEMO["base"]),
+        "search_space": copy.deepcopy(SEED_SEARCH["search_space"]),
+        "base": copy.deepcopy(SEED_SEARCH["base"]),
         "sampler": sampler,
         "pruner": pruner,
         "trials": trials,

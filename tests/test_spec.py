@@ -55,7 +55,7 @@ CASES = [
     (lambda d: d.pop("model"), "model: required field is missing"),
     (lambda d: d["objective"].update(metric="map90"), "objective.metric: Input should be"),
     (lambda d: d["train"].update(project="x"), "train.project: is set by hpo"),
-    (lambda d: d.update(prune_after=50), "prune_after: 50 is more than the 10 training epochs"),
+    (lambda d: d.update(prune_after=50), "prune_after: 50 is more than the 5 training epochs"),
     # Values, checked by Ultralytics' own check_cfg on load (every trial would fail otherwise).
     (lambda d: d["train"].update(weight_decay="x"), "train.weight_decay: 'x' is not a number"),
     (lambda d: d["train"].update(epochs=2.5), "train.epochs: 2.5 is not an integer"),

@@ -56,24 +56,25 @@ def assert_one_short_line(err: str) -> None:
 @pytest.mark.parametrize("levels", [6, 9], ids=["half-million", "387-million"])
 def test_alias_bomb_in_train_classes_is_refused_fast(tmp_path: Path, capsys, levels: int) -> None:
     path = study_with(tmp_path, line_in_train=f"classes: {bomb(levels)}")
-    assert path.stat().st_size < 3000
+    assert path.stat().st_size < len(DEMO_TEXT) + 1000  # the bomb itself: well under 1 kB
     code, err, elapsed = run_cli(["launch", "--study", str(path)], capsys)
     assert code == 2
     assert_one_short_line(err)
     assert f"{path}: line " in err and "aliases expand to more than 100,000 nodes" in err
-    assert elapsed < 1.0, elapsed
+    assert elapsed < 15.0, elapsed  # expanding it took 107 s and 13.7 GB; a generous bound, not a timing
     assert not (tmp_path / "runs").exists() and not (tmp_path / "storage").exists()
 
 
 def test_alias_bomb_in_description_is_refused_fast(tmp_path: Path) -> None:
     path = tmp_path / "bomb.yaml"
-    path.write_text(DEMO_TEXT.replace("\ndescription: lr0/", f"\ndescription: {bomb(9)}\n# lr0/", 1))
+    path.write_text(DEMO_TEXT.replace("\ndescription: fine-tune", f"\ndescription: {bomb(9)}\n# fine-tune", 1))
     assert "lol" in path.read_text()
     proc = subprocess.run(hpo_cmd("launch", "--study", str(path)), capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)  # before: 13.7 GB, 107 s and a 2 GB error line
     assert proc.returncode == 2, proc.stderr[-500:]
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and len(proc.stderr) < 500
-    assert proc.stderr.startswith(f"hpo: error: {path}: line 5: aliases expand to more than")
+    line = 1 + next(i for i, text in enumerate(DEMO_TEXT.splitlines()) if text.startswith("description:"))
+    assert proc.stderr.startswith(f"hpo: error: {path}: line {line}: aliases expand to more than")
     assert "lol" not in proc.stderr
 
 
@@ -97,7 +98,7 @@ def test_huge_study_file_is_refused_without_parsing(tmp_path: Path, capsys) -> N
         f.write(DEMO_TEXT)
         f.write("# padding\n" * 5_000_000)  # 50 MB of comments: valid YAML, 286 s before
     code, err, elapsed = run_cli(["launch", "--study", str(path)], capsys)
-    assert code == 2 and elapsed < 1.0, elapsed
+    assert code == 2 and elapsed < 15.0, elapsed  # expanding it took 107 s and 13.7 GB; a generous bound, not a timing
     assert_one_short_line(err)
     assert err.strip() == f"hpo: error: {path}: file is 47.7 MiB, more than the 1 MiB a YAML input may have"
 
@@ -120,7 +121,7 @@ def test_data_yaml_bomb_is_refused(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data.yaml"
     data.write_text(f"train: images/train\nval: images/val\nnames: {bomb(9)}\n")
     code, err, elapsed = run_cli(["data", "check", str(data)], capsys)
-    assert code == 2 and elapsed < 1.0
+    assert code == 2 and elapsed < 15.0
     assert_one_short_line(err)
     assert f"{data}: line 3: aliases expand to more than" in err
 
@@ -130,7 +131,7 @@ def test_yolov5_hyp_file_bomb_is_refused(tmp_path: Path, capsys) -> None:
     hyp.write_text(f"lr0: 0.01\nanchors: {bomb(9)}\n")
     path = study_with(tmp_path, top_level=f"base_from: {hyp}")
     code, err, elapsed = run_cli(["launch", "--study", str(path)], capsys)
-    assert code == 2 and elapsed < 1.0
+    assert code == 2 and elapsed < 15.0
     assert_one_short_line(err)
     assert err.startswith(f"hpo: error: {path}: base_from: {hyp}: line 2: aliases expand to more than")
 

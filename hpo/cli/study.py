@@ -236,10 +236,26 @@ def status(
         console.print(trials)
         if multi:
             print_front(console, summary)
+        if summary.get("vs_base"):
+            console.print(gain_line(summary["vs_base"]))
         if summary.get("final"):
             print_final(console, summaries[0]["final"])
         for line in summaries[0].get("warnings", []):
             console.print(f"[yellow]warning:[/] {line}")
+
+
+def gain_line(vs: dict[str, Any]) -> str:
+    """One line: the best trial against the base hyps, and that gain against the measured noise."""
+    best, base = vs["best"], vs["base"]
+    line = (f"best {best['value']:.4f} (#{best['number']}) vs base hyps {base['value']:.4f} (#{base['number']}): "
+            f"{vs['gain']:+.4f}")
+    if "gain_in_noise" in vs:
+        ratio = vs["gain_in_noise"]
+        verdict = ("well above the noise" if ratio >= 3 else "above the noise" if ratio >= 2 else
+                   "within the noise: could be seed luck")
+        line += (f" = {ratio:.1f}x the base hyps' seed-to-seed std {vs['noise_std']:.4f} ({verdict}; "
+                 f"noise measured: {vs['noise_source'] or 'the study file'})")
+    return line
 
 
 def print_front(console: Console, summary: dict[str, Any]) -> None:

@@ -195,6 +195,9 @@ class TrialRunner:
             record.epochs = len(record.values)
         epoch_done = {"pending": False}
         stop_event = self.stop_event
+        # The base hyps (trial 0) are the yardstick every gain is stated against ("best vs base" in
+        # status): they report every epoch, so pruners learn from them, but always train to the end.
+        prunable = trial is not None and not self.spec.multi_objective and not trial.user_attrs.get(attrs.BASE_TRIAL)
 
         def on_batch_end(trainer_or_validator: Any) -> None:
             if stop_event.is_set():
@@ -232,7 +235,7 @@ class TrialRunner:
                                                          for m in record.epoch_metrics])
             if trial is not None and not self.spec.multi_objective:  # Optuna prunes single objectives only
                 trial.report(value, step)
-                if trial.should_prune():
+                if prunable and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} ({metric}={value:.5f})")
 
         def on_pretrain_routine_start(trainer: Any) -> None:

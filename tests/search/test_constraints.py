@@ -21,7 +21,7 @@ from hpo.search.samplers.ga import pareto_ranks, selection_fitness
 from hpo.spec import parse_spec
 from hpo.study import create_or_join, pareto_front
 
-from conftest import DEMO, hpo_cmd
+from conftest import DEMO, SEED_SEARCH, hpo_cmd
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 BOUND = {"ga": 0.7}  # per sampler, default 0.5: the GA's small steps need a base near the boundary
@@ -29,6 +29,7 @@ BOUND = {"ga": 0.7}  # per sampler, default 0.5: the GA's small steps need a bas
 
 def _spec(sampler: str, *, multi: bool = False, constrained: bool = True):
     d = copy.deepcopy(DEMO)
+    d.update(copy.deepcopy({k: SEED_SEARCH[k] for k in ("search_space", "base")}))  # the GA's bounds assume 3 genes
     d["sampler"] = sampler
     d["pruner"] = "none"
     if multi:

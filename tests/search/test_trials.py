@@ -8,7 +8,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from hpo.attrs import FAIL_REASON as ATTR_FAIL_REASON
+from hpo.attrs import BASE_TRIAL, FAIL_REASON as ATTR_FAIL_REASON
 from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join, load_settings
@@ -44,6 +44,13 @@ def test_trial_reports_every_epoch_and_is_pruned(toy_data: Path, tmp_path: Path)
     assert pruned.state == TrialState.PRUNED
     assert sorted(pruned.intermediate_values) == [1, 2]  # stopped right after epoch 2
     assert pruned.user_attrs["epochs"] == 2
+
+    # The base hyps are the yardstick of every gain: the same pruner reads their epochs but never stops them.
+    study.enqueue_trial(spec.base_params(), user_attrs={BASE_TRIAL: True})
+    study.optimize(runner, n_trials=1)
+    base = study.trials[2]
+    assert base.state == TrialState.COMPLETE and sorted(base.intermediate_values) == [1, 2, 3]
+    assert base.value == done.value  # deterministic: the same hyps, seed and data as trial 0
 
 
 def test_failing_trials_are_recorded_and_the_worker_goes_on(toy_data: Path, tmp_path: Path) -> None:
