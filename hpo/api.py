@@ -171,8 +171,9 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     if not use_mps:
         mps_record["lines"].append(f"MPS: {why}")
         if on_gpu:
-            console.print(f"MPS: {why}")
-    daemon = (gpu_sharing.MpsDaemon(control, log_directory=launcher.log_dir() / "mps", say=console.print)
+            console.print(f"MPS: {why}", markup=False)
+    daemon = (gpu_sharing.MpsDaemon(control, log_directory=launcher.log_dir() / "mps",
+                                    say=lambda line: console.print(line, markup=False, soft_wrap=True))
               if use_mps and control else None)
     with signals_as_interrupt():  # SIGTERM/SIGHUP too: a daemon started here is stopped
         with daemon if daemon is not None else nullcontext():

@@ -280,3 +280,15 @@ def test_launch_auto_plans_per_gpu_from_nvidia_smi(toy_data: Path, tmp_path: Pat
     assert gpu["workers_per_gpu"] == {"0": expected0, "1": 1}
     assert gpu["auto"]["free_gib"] == {"0": 40.0, "1": 10.0} and gpu["auto"]["gpu_mem_per_trial_gib"] == 10
     assert gpu["mps"]["used"] == (expected0 > 1)
+
+
+def test_launch_says_what_it_did_with_mps(toy_data: Path, tmp_path: Path) -> None:
+    study_file = curve_study(tmp_path, toy_data, name="mpssay", trials=2, epochs=1, sampler="random")
+    fake = _fake_bin(tmp_path, **{MPS_CONTROL: FAKE_MPS})
+    proc = subprocess.run(hpo_cmd("launch", "--study", str(study_file), "--storage", f"sqlite:///{tmp_path / 'hpo.db'}",
+                                  "--gpus", "0", "--workers-per-gpu", "2", "--trainer", "curve"),
+                          capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path, "mpssay", fake), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 worker(s) on GPU" in proc.stderr
+    assert f"MPS: started the control daemon ({MPS_CONTROL} -d; pipe {tmp_path / 'mps-pipe'}" in proc.stderr
+    assert proc.stderr.index("MPS: started") < proc.stderr.index("MPS: stopped the control daemon this launch started")
