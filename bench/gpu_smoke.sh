@@ -2,7 +2,11 @@
 # A lent GPU machine, end to end in one call (see ../shared/gpu/README.md for the wheels in .whl/):
 # synthetic data at real-ish size, a single-objective search with two trials packed on the GPU, a
 # multi-objective deploy search with latency timed on the GPU (bf16/fp16 autocast), status/export/report.
+# Then trials per GPU-hour (about 8 minutes on one H100): the same 4 trials with --workers-per-gpu 1,
+# 2 --mps off, 2 --mps on, auto, and with val_fraction 0.25; one line each in $OUT/packing.txt.
 # Everything it prints and every log lands in $OUT (default /tmp/gpu-out). Not part of `make test`.
+# SMOKE_PARTS="packing" runs the trials-per-hour block only (default: "searches packing");
+# PACK_MODEL, PACK_IMGSZ, PACK_BATCH, PACK_EPOCHS change the shape of its trials.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -10,10 +14,13 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 W=/tmp/hpo-gpu; rm -rf "$W"; mkdir -p "$W"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 (nvidia-smi dmon -s um -d 2 > "$OUT/dmon.log" 2>&1 &)
+# shellcheck disable=SC2094  # /usr/bin/time appends its line to the log the command writes to, on purpose
 step() { echo "== $*" | tee -a "$OUT/steps.log"; /usr/bin/time -f "   %e s" -a -o "$OUT/steps.log" "$@" >> "$OUT/steps.log" 2>&1; echo "   rc=$?" >> "$OUT/steps.log"; }
 step python3 -m hpo --version
 step python3 -m hpo data synth "$W/raw" --cows 600 --pigs 200 --scale 0.5 --seed 0
 step python3 -m hpo data prepare "$W/raw" "$W/data"
+PARTS=${SMOKE_PARTS:-searches packing}
+if [[ " $PARTS " == *" searches "* ]]; then
 python3 - "$W" <<'PY'
 import sys, yaml
 w = sys.argv[1]
@@ -37,4 +44,56 @@ step python3 -m hpo status --storage "sqlite:///$W/hpo.db" --study gpu_deploy --
 step python3 -m hpo export --storage "sqlite:///$W/hpo.db" --study gpu_tpe -o "$OUT/hyp.yaml"
 step python3 -m hpo report --storage "sqlite:///$W/hpo.db" --study gpu_deploy -o "$OUT/report_deploy"
 cp -r "$W/runs/gpu_tpe/logs" "$OUT/logs_tpe" 2>/dev/null; cp -r "$W/runs/gpu_deploy/logs" "$OUT/logs_deploy" 2>/dev/null
+fi
+
+# --- trials per GPU-hour: packing, MPS, --workers-per-gpu auto, val_fraction ---------------------------
+# The same 4 trials (random sampler, seed 0, no pruning: every trial trains every epoch) per arm, each arm
+# a fresh study; wall time of the whole `hpo launch` (what a user waits for), trials per hour from it.
+if [[ " $PARTS " == *" packing "* ]]; then
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+python3 - "$W" "${PACK_MODEL:-yolov5s6.yaml}" "${PACK_IMGSZ:-640}" "${PACK_BATCH:-16}" "${PACK_EPOCHS:-3}" <<'PY'
+import sys, yaml
+w, model, imgsz, batch, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+demo = yaml.safe_load(open("studies/demo.yaml"))
+for arm, fraction in (("wpg1", 1.0), ("vf025", 0.25), ("wpg2_off", 1.0), ("wpg2_on", 1.0), ("auto", 1.0)):
+    spec = dict(demo, name=f"pack_{arm}", model=model, data=f"{w}/data/mini.yaml", trials=4, sampler="random",
+                pruner="none", prune_after=1, val_fraction=fraction)
+    spec["train"] = dict(demo["train"], imgsz=imgsz, batch=batch, nbs=64, epochs=epochs, deterministic=False)
+    spec.pop("retrain", None)
+    yaml.safe_dump(spec, open(f"{w}/pack_{arm}.yaml", "w"), sort_keys=False)
+PY
+pack() {  # pack ARM LABEL LAUNCH-OPTIONS...: one arm, one line of packing.txt
+  local arm=$1 label=$2; shift 2
+  local t0 t1
+  t0=$(date +%s.%N)
+  python3 -m hpo launch --study "$W/pack_$arm.yaml" --storage "sqlite:///$W/pack.db" --gpus 0 --seed 0 \
+    --runs-dir "$W/runs" --json "$@" > "$OUT/pack_$arm.json" 2> "$OUT/pack_$arm.err"
+  local rc=$?
+  t1=$(date +%s.%N)
+  python3 - "$OUT/pack_$arm.json" "$t0" "$t1" "$rc" "$label" "$CARD" <<'PY' | tee -a "$OUT/packing.txt"
+import json, sys
+path, t0, t1, rc, label, card = sys.argv[1:]
+wall = float(t1) - float(t0)
+try:
+    summary = json.load(open(path))
+except ValueError:
+    print(f"{card} | {label}: launch exited {rc} without a summary (see {path[:-5]}.err)")
+    raise SystemExit
+done = summary["trials"]["finished"]
+gpu = summary.get("gpu", {})
+mps = gpu.get("mps", {})
+print(f"{card} | {label}: {done} trials in {wall:.0f} s = {done / wall * 3600:.0f} trials/h; "
+      f"workers per GPU {gpu.get('workers_per_gpu')}; MPS {'started' if mps.get('started') else 'used' if mps.get('used') else 'off'}"
+      f"; rc {rc}")
+PY
+  cp -r "$W/runs/pack_$arm/logs" "$OUT/logs_pack_$arm" 2>/dev/null
+}
+echo "== trials per hour on ${CARD:-unknown GPU}" | tee -a "$OUT/steps.log"
+pack wpg1 "--workers-per-gpu 1, val_fraction 1" --workers-per-gpu 1
+pack vf025 "--workers-per-gpu 1, val_fraction 0.25" --workers-per-gpu 1
+pack wpg2_off "--workers-per-gpu 2 --mps off" --workers-per-gpu 2 --mps off
+pack wpg2_on "--workers-per-gpu 2 --mps on" --workers-per-gpu 2 --mps on
+pack auto "--workers-per-gpu auto (MPS auto)" --workers-per-gpu auto
+echo "   MPS daemons left: $(pgrep -c nvidia-cuda-mps || true)" | tee -a "$OUT/packing.txt"
+fi
 pkill -f "nvidia-smi dmon" || true

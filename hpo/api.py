@@ -11,6 +11,8 @@ print its result. Everything raises :class:`~hpo.errors.HpoError` for bad input,
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,8 @@ def check_study_files(spec: Any, source: str) -> None:
 
 def launch(study: str | Path, *, storage: str | None = None, sampler: str | None = None,
            pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
-           gpus: list[str] | None = None, workers_per_gpu: int = 1, allow_spec_change: bool = False,
+           gpus: list[str] | None = None, workers_per_gpu: int | str = 1, gpu_mem_per_trial: float | None = None,
+           mps: str = "auto", allow_spec_change: bool = False,
            allow_budget_cut: bool = False, studies_dir: str | Path = "studies", create_only: bool = False,
            options: Any = None, console: Any = None, check_data: bool = True) -> dict[str, Any]:
     """Create or join a study and run local worker processes until it has its budget of trials.
@@ -107,16 +110,26 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     :class:`~hpo.search.worker.WorkerOptions` for the workers. Returns the study summary; its
     ``worker_errors`` counts workers that exited with an error, ``failed_workers`` lists them with
     their logs, and ``interrupted`` says whether a signal (Ctrl-C) stopped the launch.
+
+    ``workers_per_gpu`` is a number or ``"auto"`` (from each GPU's free memory and
+    ``gpu_mem_per_trial`` GiB per training, capped by the cores); ``mps`` (``auto``/``on``/``off``)
+    says whether CUDA MPS runs while workers share a GPU (:mod:`hpo.search.mps`). ``gpu`` in the
+    summary says what was chosen and done.
     """
     from rich.console import Console
 
     from hpo.offline import configure_offline
-    from hpo.search.launch import Launcher, plan_workers
+    from hpo.search import mps as gpu_sharing
+    from hpo.search.launch import Launcher, parse_workers_per_gpu, plan_workers, signals_as_interrupt
     from hpo.search.worker import WorkerOptions
     from hpo.spec import find_spec_file, load_spec
     from hpo.storage import mask_url, resolve_url
     from hpo.study import create_or_join
 
+    fixed_per_gpu = parse_workers_per_gpu(workers_per_gpu)  # None: auto; bad options fail before anything starts
+    gpu_sharing.check_mode(mps)
+    if gpu_mem_per_trial is not None and not gpu_mem_per_trial > 0:
+        raise HpoError(f"{gpu_mem_per_trial!r} must be above 0 (GiB)", field="--gpu-mem-per-trial")
     spec_path = find_spec_file(str(study), studies_dir)
     spec = load_spec(spec_path)
     console = console or Console(stderr=True, quiet=True)
@@ -138,20 +151,70 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
                       f"{spec.name}`")
         return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
                 "changes": list(settings.changes), "interrupted": False, "failed_workers": []}
-    plans = plan_workers(workers=workers, gpus=gpus, device=device, workers_per_gpu=workers_per_gpu)
+    gpu_plan = _plan_gpus(spec, gpus=gpus, device=device, fixed_per_gpu=fixed_per_gpu,
+                          gpu_mem_per_trial=gpu_mem_per_trial, console=console)
+    plans = plan_workers(workers=workers, gpus=gpu_plan["gpus"], device=device,
+                         workers_per_gpu=gpu_plan["workers_per_gpu"])
+    on_gpu = plans[0].device != "cpu"
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
                   f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
-                  f"{'CPU' if plans[0].device == 'cpu' else 'GPU'}")
+                  f"{'GPU' if on_gpu else 'CPU'}")
     if spec.base_import is not None:  # YOLOv5 keys without an Ultralytics meaning: said, not dropped silently
         for line in spec.base_import.warning_lines():
             console.print(f"[yellow]warning:[/] {line}")
+    sharing = max(Counter(p.env.get("CUDA_VISIBLE_DEVICES") for p in plans).values()) if on_gpu else 0
+    control = gpu_sharing.find_control()
+    use_mps, why = gpu_sharing.wanted(mps, gpu_workers=on_gpu, max_per_gpu=sharing, control=control)
     launcher = Launcher(study=the_study, settings=settings, storage_url=url, plans=plans, options=options,
                         console=console)
-    launcher.start()
-    failed = launcher.wait()
+    mps_record: dict[str, Any] = {"mode": mps, "used": use_mps, "started": False, "lines": []}
+    if not use_mps:
+        mps_record["lines"].append(f"MPS: {why}")
+        if on_gpu:
+            console.print(f"MPS: {why}", markup=False)
+    daemon = (gpu_sharing.MpsDaemon(control, log_directory=launcher.log_dir() / "mps",
+                                    say=lambda line: console.print(line, markup=False, soft_wrap=True))
+              if use_mps and control else None)
+    with signals_as_interrupt():  # SIGTERM/SIGHUP too: a daemon started here is stopped
+        with daemon if daemon is not None else nullcontext():
+            if daemon is not None:
+                mps_record["started"] = daemon.started
+            try:
+                launcher.start()
+                failed = launcher.wait()
+            except BaseException:
+                launcher.stop()  # no worker may outlive the launch (nor the MPS daemon it uses)
+                raise
+    if daemon is not None:
+        mps_record["lines"] = daemon.lines
+    gpu_plan["mps"] = mps_record
     return {**study_summary(the_study, settings), "worker_errors": len(failed), "storage": mask_url(url),
             "logs": str(launcher.log_dir()), "changes": list(settings.changes), "interrupted": launcher.interrupted,
+            "gpu": {k: v for k, v in gpu_plan.items() if k != "gpus"},
             "failed_workers": [{"index": w.index, "returncode": w.returncode, "log": str(w.log)} for w in failed]}
+
+
+def _plan_gpus(spec: Any, *, gpus: list[str] | None, device: str | None, fixed_per_gpu: int | None,
+               gpu_mem_per_trial: float | None, console: Any) -> dict[str, Any]:
+    """The GPUs this launch uses and how many workers each gets (``--workers-per-gpu auto``: measured now)."""
+    import os
+
+    from hpo.search.launch import (DEFAULT_GPU_MEM_PER_TRIAL_GIB, DEFAULT_LOADER_WORKERS, fit_workers_per_gpu,
+                                   query_free_gib, visible_gpus)
+
+    gpu_list = None if device == "cpu" else (gpus if gpus is not None else visible_gpus())
+    if not gpu_list or fixed_per_gpu is not None:
+        return {"gpus": gpu_list, "workers_per_gpu": fixed_per_gpu or 1, "auto": None}
+    mem = gpu_mem_per_trial or DEFAULT_GPU_MEM_PER_TRIAL_GIB
+    loader_workers = int(spec.train.get("workers") or DEFAULT_LOADER_WORKERS)
+    cpus = os.cpu_count() or 1
+    fits = fit_workers_per_gpu({g: query_free_gib(g) for g in gpu_list}, mem_per_trial_gib=mem, cpus=cpus,
+                               loader_workers=loader_workers)
+    lines = [fit.describe(mem, cpus, loader_workers) for fit in fits.values()]
+    console.print("workers per GPU (auto): " + "; ".join(lines), soft_wrap=True)
+    return {"gpus": gpu_list, "workers_per_gpu": {g: f.workers for g, f in fits.items()},
+            "auto": {"gpu_mem_per_trial_gib": mem, "cpus": cpus, "loader_workers": loader_workers,
+                     "free_gib": {g: round(f.free_gib, 2) for g, f in fits.items()}, "lines": lines}}
 
 
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:

@@ -40,6 +40,8 @@ TRAIN_SECONDS = "train_seconds"
 WEIGHT_BYTES = "weight_bytes"
 FINAL_METRICS = "final_metrics"  # Ultralytics' final validation of best.pt
 LAST_EPOCH_METRICS = "last_epoch_metrics"
+VAL_SUBSET = "hpo:val_subset"  # per epoch: validated on the study's val_fraction subset (pruning only)
+VAL_IMAGES = "hpo:val_images"  # per epoch: images that epoch's validation saw
 # The best epoch's metrics are stored under the metric names themselves (see METRIC_NAMES in
 # hpo.search.objective): precision, recall, map50, map75, map50-95, fitness.
 # Deployment costs (hpo.search.cost), likewise under their metric names:

@@ -60,6 +60,9 @@ YOLOV5_DEFAULTS: dict[str, float] = {
 # Default GA gain for Ultralytics-only hyps (Ultralytics' tuner uses 1 unless told otherwise).
 DEFAULT_GAIN = 1.0
 
+# torch.compile's modes, which Ultralytics' `compile` passes on (true means "default").
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 # Training arguments hpo sets itself for every trial: a study may not fix them.
 RESERVED_ARGS = frozenset({"mode", "task", "model", "data", "project", "name", "exist_ok", "resume",
                            "save_dir", "cfg", "tracker", "source"})
@@ -128,4 +131,7 @@ def check_value(name: str, value: Any) -> str | None:
         # Ultralytics starts with "'name=value' is an invalid value." (the value may be long): say why only.
         reason = re.sub(r"^'.*?' (?:is an invalid value|is invalid|invalid)\.\s*", "", str(exc), flags=re.S)
         return f"{shown(value)} is invalid: {reason}"
+    if name == "compile" and isinstance(value, str) and value not in COMPILE_MODES:
+        # Ultralytics takes any string and, when torch.compile refuses it, trains uncompiled with a warning.
+        return f"{shown(value)} is not a torch.compile mode ({', '.join(COMPILE_MODES)}; or true/false)"
     return None

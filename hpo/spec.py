@@ -217,6 +217,9 @@ class StudySpec(_Strict):
     sampler: str = Field(default="tpe", description="default sampler (a name of hpo.search.samplers.SAMPLERS)")
     pruner: str = Field(default="hyperband", description="default pruner (a name of hpo.search.pruners.PRUNERS)")
     prune_after: int = Field(default=1, gt=0, description="epochs every trial trains before it may be pruned")
+    val_fraction: float = Field(default=1.0, gt=0, le=1, description="share of the validation images the "
+                                "epochs before the last validate on (pruning signals); the last epoch, whose "
+                                "value the trial reports, always validates on all of them")
     trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
     noise: NoiseSpec | None = Field(default=None, description="the objective's seed-to-seed noise, measured")
     retrain: Retrain = Retrain()

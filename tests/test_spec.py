@@ -69,7 +69,23 @@ CASES = [
     (lambda d: d["retrain"]["train"].update(cos_lrr=False), "retrain.train.cos_lrr: is not an Ultralytics training argument"),
     (lambda d: d["retrain"]["train"].update(cos_lr="yes"), "retrain.train.cos_lr: 'yes' is not a boolean"),
     (lambda d: d["retrain"]["train"].update(data="x.yaml"), "retrain.train.data: is set by hpo"),
+    (lambda d: d["train"].update(compile="fastest"), "train.compile: 'fastest' is not a torch.compile mode"),
+    (lambda d: d["train"].update(compile=3), "train.compile: 3 is not a boolean or a torch.compile mode"),
+    (lambda d: d.update(val_fraction=0), "val_fraction: Input should be greater than 0"),
+    (lambda d: d.update(val_fraction=1.5), "val_fraction: Input should be less than or equal to 1"),
 ]
+
+
+@pytest.mark.parametrize("value", [True, False, "default", "reduce-overhead", "max-autotune",
+                                   "max-autotune-no-cudagraphs"])
+def test_gpu_training_options_pass_through(value: object) -> None:
+    """Ultralytics' torch.compile switch and channels_last: GPU options a study's `train:` may set."""
+    data = copy.deepcopy(DEMO)
+    data["train"].update(compile=value, channels_last=True)
+    data["val_fraction"] = 0.25
+    spec = parse_spec(data)
+    args = spec.training_args(spec.base_params())
+    assert args["compile"] == value and args["channels_last"] is True and spec.val_fraction == 0.25
 
 
 @pytest.mark.parametrize("mutate,message", CASES, ids=[c[1].split(":")[0] + ":" + c[1].split(":")[1][:12]

@@ -37,7 +37,15 @@ def launch(
     seed: Annotated[int, typer.Option(help="base seed; each worker derives its own")] = 0,
     device: Annotated[Optional[str], typer.Option(help="'cpu' to force CPU (default: every visible GPU, else CPU)")] = None,
     gpus: Annotated[Optional[str], typer.Option(help="comma-separated GPU indices, one worker each, e.g. 0,1,2,3")] = None,
-    workers_per_gpu: Annotated[int, typer.Option(min=1)] = 1,
+    workers_per_gpu: Annotated[str, typer.Option(
+        help="trainings per GPU: a number, or auto (each GPU's free memory / --gpu-mem-per-trial, capped by "
+             "the cores: one training per 4 of them, or per `train.workers`)")] = "1",
+    gpu_mem_per_trial: Annotated[Optional[float], typer.Option(
+        help="GiB of GPU memory one training takes, for --workers-per-gpu auto [default: 18, lr_momentum's "
+             "shape; measure yours]", show_default=False)] = None,
+    mps: Annotated[str, typer.Option(
+        help="CUDA MPS while trainings share a GPU: auto (on when --workers-per-gpu > 1 and "
+             "nvidia-cuda-mps-control is on PATH), on, off; a daemon this launch starts, it stops")] = "auto",
     runs_dir: RunsDirOpt = Path("runs"),
     keep: KeepOpt = DEFAULT_KEEP,
     allow_spec_change: Annotated[bool, typer.Option(help="join a study whose stored spec differs, replacing it")] = False,
@@ -70,13 +78,14 @@ def launch(
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
                          workers=workers, device=device, gpus=gpu_list, workers_per_gpu=workers_per_gpu,
+                         gpu_mem_per_trial=gpu_mem_per_trial, mps=mps,
                          allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut,
                          studies_dir=studies_dir, create_only=create_only,
                          options=options, console=console)
     if create_only:
         return
     if as_json:
-        hidden = ("worker_errors", "storage", "logs", "interrupted", "failed_workers")
+        hidden = ("worker_errors", "storage", "logs", "interrupted", "failed_workers")  # "gpu" stays: what ran where
         print(json.dumps({k: v for k, v in summary.items() if k not in hidden}, indent=2))
     else:
         t, best = summary["trials"], summary.get("best")

@@ -98,6 +98,9 @@ class RequeueTrial:
             checkpoint, epochs, metrics = resume
             user_attrs[attrs.RESUME_FROM] = str(checkpoint)
             user_attrs[attrs.EPOCH_METRICS] = metrics
+            for key in (attrs.VAL_SUBSET, attrs.VAL_IMAGES):  # which of those epochs saw val_fraction's subset
+                if isinstance(trial.user_attrs.get(key), list):
+                    user_attrs[key] = trial.user_attrs[key][:epochs]
             intermediate = {s: v for s, v in trial.intermediate_values.items() if s <= epochs}
         system_attrs: dict[str, Any] = {attrs.FAILED_TRIAL: history[0], attrs.RETRY_HISTORY: history}
         study.add_trial(optuna.create_trial(

@@ -25,6 +25,7 @@ from hpo.offline import import_ultralytics
 from hpo.search.cost import CostMeter
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
 from hpo.search.retry import resume_point
+from hpo.search.val_subset import ValidationSubset
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
 
 
@@ -98,16 +99,29 @@ class TrialRecord:
     epoch_metrics: list[dict[str, float]] = field(default_factory=list)
     final_metrics: dict[str, float] | None = None
     train_seconds: float = 0.0
+    on_subset: list[bool] = field(default_factory=list)  # per epoch: validated on the val_fraction subset
+    val_images: list[int] = field(default_factory=list)  # per epoch: images its validation saw
+
+    def full_epochs(self) -> list[int]:
+        """Indices of the epochs validated on the full validation set (every epoch without val_fraction)."""
+        return [i for i in range(len(self.values)) if not (i < len(self.on_subset) and self.on_subset[i])]
 
     def best_index(self, direction: str) -> int:
-        """Index of the best epoch (the one Ultralytics-style best.pt keeps for our objective)."""
+        """Index of the best epoch (the one Ultralytics-style best.pt keeps for our objective).
+
+        Only epochs validated on the full set compete: a subset's figures steer pruning, never the
+        trial's value. With no full-set epoch (a pruned trial), every epoch does.
+        """
         pick = max if direction == "maximize" else min
-        return pick(range(len(self.values)), key=self.values.__getitem__)
+        return pick(self.full_epochs() or range(len(self.values)), key=self.values.__getitem__)
 
     def value(self, direction: str) -> float:
-        """The trial's value: the best epoch's objective, as the trial's best.pt would score."""
+        """The trial's value: the best epoch's objective on the full validation set, as its best.pt scores."""
         if not self.values:
             raise RuntimeError("training ended without a validated epoch")
+        if not self.full_epochs():
+            raise RuntimeError("training ended without a validation on the full set (val_fraction: only the last "
+                               "epoch validates on every image, and Ultralytics stopped before it)")
         return self.values[self.best_index(direction)]
 
 
@@ -172,7 +186,8 @@ class TrialRunner:
         if resume_from is not None:
             save_dir = resume_from.parent.parent  # Ultralytics resumes in the checkpoint's own run dir
         trial.set_user_attr(attrs.DIR, str(save_dir))
-        record = self.train(params, save_dir, trial=trial, resume_from=resume_from)
+        record = self.train(params, save_dir, trial=trial, resume_from=resume_from,
+                            val_fraction=self.spec.val_fraction)
         value = record.value(self.spec.objective.direction)
         if not self.cost.active and not self.spec.multi_objective:
             return value
@@ -181,11 +196,14 @@ class TrialRunner:
         return values if self.spec.multi_objective else values[0]
 
     def train(self, params: dict[str, Any], save_dir: Path, *, trial: optuna.Trial | None = None,
-              overrides: dict[str, Any] | None = None, resume_from: Path | None = None) -> TrialRecord:
+              overrides: dict[str, Any] | None = None, resume_from: Path | None = None,
+              val_fraction: float = 1.0) -> TrialRecord:
         """Train once; report to ``trial`` (if given) after every epoch and honour its pruner.
 
         With ``resume_from`` the training continues from that Ultralytics checkpoint, and the
-        epochs it already holds count from the metrics the dead trial reported.
+        epochs it already holds count from the metrics the dead trial reported. With ``val_fraction``
+        below 1, epochs before the last validate on a fixed subset of the validation images
+        (:mod:`hpo.search.val_subset`); retrains keep the default, every image every epoch.
         """
         metric = self.spec.objective.metric
         record = TrialRecord()
@@ -193,6 +211,10 @@ class TrialRunner:
             record.epoch_metrics = list(trial.user_attrs.get(attrs.EPOCH_METRICS, []))
             record.values = [objective_value(m, metric) for m in record.epoch_metrics]
             record.epochs = len(record.values)
+            record.on_subset = list(trial.user_attrs.get(attrs.VAL_SUBSET, []))[:record.epochs]
+            record.val_images = list(trial.user_attrs.get(attrs.VAL_IMAGES, []))[:record.epochs]
+        subset = ValidationSubset(val_fraction, subset_used=any(record.on_subset)) if val_fraction < 1 else None
+        seen = {"images": 0, "subset": False}
         epoch_done = {"pending": False}
         stop_event = self.stop_event
         # The base hyps (trial 0) are the yardstick every gain is stated against ("best vs base" in
@@ -202,6 +224,10 @@ class TrialRunner:
         def on_batch_end(trainer_or_validator: Any) -> None:
             if stop_event.is_set():
                 raise StopRequested("worker asked to stop")
+
+        def on_val_end(validator: Any) -> None:
+            seen["images"] = int(getattr(validator, "seen", 0))
+            seen["subset"] = subset is not None and subset.on_subset(validator)
 
         def on_val_batch_end(validator: Any) -> None:
             if not stop_event.is_set():
@@ -228,11 +254,16 @@ class TrialRunner:
             record.epochs = step
             record.values.append(value)
             record.epoch_metrics.append(metrics)
+            record.on_subset.append(bool(seen["subset"]))
+            record.val_images.append(int(seen["images"]))
             if trial is not None:
                 log_epoch(trial, step, trainer.epochs, metric, value)
                 # Saved every epoch so a retry can resume with the metrics of the epochs it keeps.
                 trial.set_user_attr(attrs.EPOCH_METRICS, [{k: _clean(v) for k, v in m.items()}
                                                          for m in record.epoch_metrics])
+                if subset is not None:
+                    trial.set_user_attr(attrs.VAL_SUBSET, record.on_subset)
+                    trial.set_user_attr(attrs.VAL_IMAGES, record.val_images)
             if trial is not None and not self.spec.multi_objective:  # Optuna prunes single objectives only
                 trial.report(value, step)
                 if prunable and trial.should_prune():
@@ -250,8 +281,8 @@ class TrialRunner:
         model = self.build_model(resume_from, params.get("model"))
         for event, fn in (("on_pretrain_routine_start", on_pretrain_routine_start),
                           ("on_train_batch_end", on_batch_end), ("on_val_batch_end", on_val_batch_end),
-                          ("on_train_epoch_end", on_train_epoch_end),
-                          ("on_fit_epoch_end", on_fit_epoch_end)):
+                          ("on_train_epoch_end", on_train_epoch_end), ("on_val_end", on_val_end),
+                          ("on_fit_epoch_end", on_fit_epoch_end), *(subset.callbacks() if subset else ())):
             model.add_callback(event, fn)
         args = self.train_args(params, save_dir, overrides)
         if resume_from is not None:  # everything else comes from the checkpoint's own arguments
@@ -268,6 +299,8 @@ class TrialRunner:
             pass  # complete; record.final_metrics stays None (the final validation did not finish)
         finally:
             record.train_seconds = time.perf_counter() - start
+            if subset is not None:
+                subset.close()
             _close_loaders(model)
             if trial is not None:
                 self._record(trial, record, save_dir)
