@@ -22,15 +22,16 @@ from bench.common import DEFAULT_PG, DEFAULT_WORKDIR, PG_ENV, REPO, StorageFacto
     machine_info, say, versions, write_json
 from bench.context import Context, Section
 
-ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune")
+ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune", "finetune_search")
 
 
 def _modules() -> dict[str, object]:
-    from bench import dataprep, finetune, overhead, scaling, training, trial
+    from bench import dataprep, finetune, finetune_search, overhead, scaling, training, trial
 
     return {"overhead": overhead, "scaling": scaling, "pruning": training.Pruning,
             "search": training.Search, "trial": trial, "dataprep": dataprep,
-            "pretrain": finetune.Pretrain, "finetune": finetune.Finetune}
+            "pretrain": finetune.Pretrain, "finetune": finetune.Finetune,
+            "finetune_search": finetune_search.FinetuneSearch}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

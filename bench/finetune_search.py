@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail
+from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail, write_json
 
 ARMS = ("ga-hyperband", "tpe-hyperband", "ga-none", "random-hyperband", "ultralytics")
 
@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds from start after which running studies are stopped (kept as truncated)")
     p.add_argument("--render", type=Path, default=None, metavar="JSON",
                    help="only re-render the table and the plot of an earlier run's JSON")
+    p.add_argument("--into-results", type=Path, default=None, metavar="JSON",
+                   help="put an earlier run's JSON into bench/results.json and results.md as section "
+                        "`finetune_search` (a run of hours need not be redone by `make bench`)")
     args = p.parse_args(argv)
     if args.render:
         results = json.loads(args.render.read_text())
@@ -262,65 +265,177 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, args.render.with_suffix(".png"))
         print(render(results))
         return 0
+    if args.into_results:
+        return into_results(json.loads(args.into_results.read_text()))
+    results = run_search(gpu=args.gpu, quick=args.quick, seeds=[int(x) for x in args.seeds.split(",")],
+                         arms=[a for a in args.arms.split(",") if a], trials=args.trials, jobs=args.jobs,
+                         workdir=args.workdir, out=args.out, deadline=args.deadline)
+    print(render(results))
+    return 1 if any(r.get("error") for r in results["runs"]) else 0
 
+
+def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | None = None,
+               arms: list[str] | None = None, trials: int | None = None, jobs: int | None = None,
+               workdir: Path = REPO / "bench" / ".work", out: Path | None = None,
+               deadline: float | None = None) -> dict[str, Any]:
+    """Every (arm, seed) study; the results dict (also written to OUT.json/.md/.png after each study)."""
     from hpo.offline import configure_offline
 
     configure_offline()
     from bench.finetune import chosen_problem, ensure_target, finetune_spec_dict
     from bench.pretrain import pretrain
 
-    device = "0" if args.gpu else "cpu"
-    jobs = args.jobs or (8 if args.gpu else 2)
-    workdir = args.workdir.resolve()
-    out = (args.out or workdir / ("finetune_search_quick" if args.quick else "finetune_search")).resolve()
+    device = "0" if gpu else "cpu"
+    jobs = jobs or (8 if gpu else 2)
+    workdir = Path(workdir).resolve()
+    out = (out or workdir / ("finetune_search_quick" if quick else "finetune_search")).resolve()
     problem = chosen_problem()
-    arms = [a for a in args.arms.split(",") if a]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    if args.quick:
+    arms = list(arms or ARMS)
+    seeds = list(seeds if seeds is not None else (0, 1, 2, 3, 4))
+    if quick:
         problem = {**problem, "train": {**problem["train"], "epochs": 2}}
         arms, seeds = [a for a in arms if a in ("ga-hyperband", "ultralytics")], [0]
-    rec = pretrain(quick=args.quick, root=workdir / "pretrained", device=device, log=say)
+    rec = pretrain(quick=quick, root=workdir / "pretrained", device=device, log=say)
     data = ensure_target(workdir, problem)
     spec = finetune_spec_dict(data, Path(rec["weights"]), problem)
-    spec["trials"] = 3 if args.quick else (args.trials or spec["trials"])
+    spec["trials"] = 3 if quick else (trials or spec["trials"])
     if spec.get("prune_after", 1) >= spec["train"]["epochs"]:
         spec["prune_after"] = 1
-    if args.gpu:
+    if gpu:
         spec["train"]["workers"] = max(1, (os.cpu_count() or 2) // jobs)
-    env = child_env(None if args.gpu else 1)
-    if args.gpu:
+    env = child_env(None if gpu else 1)
+    if gpu:
         env.pop("CUDA_VISIBLE_DEVICES", None)
         env.setdefault("OMP_NUM_THREADS", "2")  # many trainings share the CPU cores
     say(f"fine-tuning search: arms {', '.join(arms)}, seeds {seeds}, {spec['trials']} trials × "
         f"{spec['train']['epochs']} epochs, device {device}, {jobs} side by side")
     started = time.perf_counter()
-    deadline = time.time() + args.deadline if args.deadline else None
+    stop_at = time.time() + deadline if deadline else None
     tasks = [(arm, seed) for seed in seeds for arm in arms]
     # Seed by seed (a run cut short by --deadline leaves whole seeds), longest arms first within a
     # seed: the tuner and no-pruning arms train every epoch.
     tasks.sort(key=lambda t: (t[1], 0 if t[0] in ("ultralytics", "ga-none") else 1))
     runs: list[dict[str, Any]] = []
 
-    def write() -> str:
+    def write() -> dict[str, Any]:
         """Results so far: a run cut short (time limit) still leaves every finished study."""
-        results = {"device": "CUDA GPU 0" if args.gpu else "CPU", "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
+        results = {"device": "CUDA GPU 0" if gpu else "CPU", "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
                    "seconds": round(time.perf_counter() - started, 1), "seeds": seeds, "arms": arms, "jobs": jobs,
                    "spec": spec, "pretrained": {k: rec.get(k) for k in ("key", "final", "train_seconds", "device")},
                    "complete": len(runs) == len(tasks), "runs": runs}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-        text = render(results)
-        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".md").write_text(render(results))
         plot(results, out.with_suffix(".png"))
-        return text
+        return results
 
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, deadline) for arm, seed in tasks]
+        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, stop_at) for arm, seed in tasks]
         for fut in as_completed(futures):
             runs.append(fut.result())
             write()
-    print(write())
-    return 1 if any(r.get("error") for r in runs) else 0
+    return write()
+
+
+class FinetuneSearch:
+    """``make bench`` section 9: the run above (hours on 2 CPU cores), or ``--into-results`` of one."""
+
+    NAME = "finetune_search"
+    TITLE = "9. Benchmark 4 on the fine-tuning problem: best-so-far objective against epochs"
+
+    @staticmethod
+    def run(ctx: Any) -> Any:
+        from bench.context import begin, end
+
+        sec, t0 = begin(FinetuneSearch.NAME, FinetuneSearch.TITLE)
+        results = run_search(quick=ctx.quick, seeds=ctx.seeds, jobs=ctx.jobs, workdir=ctx.workdir,
+                             out=ctx.workdir / "finetune_search")
+        fill_section(sec, results, figure_dir=REPO / "bench" if not ctx.quick else ctx.workdir)
+        return end(sec, t0)
+
+
+def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
+    """The results as a bench section: setup, the curve table, the analysis, the plot, raw numbers."""
+    spec = results["spec"]
+    t = spec["train"]
+    sec.setup = [
+        f"Problem: `studies/finetune.yaml` (section 8's chosen problem), the committed pasture-pretrained "
+        f"yolov5n-p6 fine-tuned {t['epochs']} epochs at {t['imgsz']} px on night IR frames of the farm twin "
+        f"(128 training images, 64 validation), 10 hyps searched. Objective: 0.1 mAP50 + 0.9 mAP50-95 at the "
+        "trial's best epoch; training seed 0 in every trial of every arm (trial 0 = the base hyps gives the "
+        "same value in all arms).",
+        f"Arms: {', '.join(results['arms'])}; `hpo worker` on a fresh SQLite study per (arm, seed), the "
+        "seed feeding the sampler; `ultralytics`: `model.tune()`'s Tuner on the same space, data, epochs and "
+        f"iteration count (`bench/ultra_tune.py`). {spec['trials']} trials per study, Hyperband with "
+        f"min_resource = prune_after = {spec.get('prune_after', 1)}, max_resource {t['epochs']}.",
+        f"{results['device']}, {results['jobs']} studies side by side (1 torch thread each). "
+        "Cumulative epochs = epochs trained, pruned trials counting the epochs they ran.",
+    ]
+    budget = t["epochs"] * spec["trials"]
+    marks = sorted({max(1, round(budget * f)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
+    rows = []
+    for arm in results["arms"]:
+        ok = [r for r in results["runs"] if r.get("arm") == arm and not r.get("error")]
+        if ok:
+            rows.append([arm, len(ok), *[fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks],
+                         fmt_stat(stat([r["best"] for r in ok]), 4), fmt_stat(stat([r["epochs"] for r in ok]), 0)])
+    sec.table("Best-so-far objective at cumulative epochs: median [min–max] over seeds",
+              ["arm", "runs", *[f"≤ {m} ep" for m in marks], "final best", "epochs used"], rows)
+    a = analyse(results)
+    if a["target"] is not None:
+        arows = []
+        for arm, row in a["arms"].items():
+            rm = row.get("reach_median")
+            diff = row.get("vs_baseline")
+            arows.append([arm, f"{row.get('reached', '-')}/{row['runs']}",
+                          "-" if rm is None else ("never" if rm == float("inf") else f"{rm:.0f}"),
+                          f"{row['reach_fraction']:.0%}" if row.get("reach_fraction") not in (None, float("inf")) else "-",
+                          "-" if diff is None else f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]"])
+        sec.table(f"Reaching `model.tune()`'s final median best ({a['target']:.4f}; the tuner trains "
+                  f"{a['target_epochs']:.0f} epochs per run)",
+                  ["arm", "runs reaching it", "median epochs to reach it", "of the tuner's epochs",
+                   "final best − tuner's, 95 % bootstrap CI"], arows)
+    if a.get("pruning"):
+        pr = a["pruning"]
+        d = pr["best_diff"]
+        sec.table(f"Pruning savings, `ga` + Hyperband vs `ga` without pruning, same seeds: "
+                  f"{pr['epochs_saved']:.0%} fewer epochs, best with − without {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]",
+                  ["seed", "epochs with / without", "best with / without"],
+                  [[p["seed"], f"{p['pruned_epochs']} / {p['full_epochs']}",
+                    f"{fmt_num(p['pruned_best'], 4)} / {fmt_num(p['full_best'], 4)}"] for p in pr["pairs"]])
+    figure = figure_dir / "finetune_search.png"
+    plot(results, figure)
+    sec.figures.append(figure.name)
+    cut = sorted(r["key"] for r in results["runs"] if r.get("truncated"))
+    if cut:
+        sec.notes.append(f"Stopped at the deadline (trials finished by then are counted): {', '.join(cut)}.")
+    for r in results["runs"]:
+        if r.get("error"):
+            sec.notes.append(f"Failed: {r['key']}: {r['error'][:300]}")
+    sec.raw = {k: v for k, v in results.items() if k != "runs"}
+    sec.raw["runs"] = [{k: v for k, v in r.items() if k != "trials"} for r in results["runs"]]
+
+
+def into_results(results: dict[str, Any]) -> int:
+    """Write a finished run into bench/results.json (section ``finetune_search``) and re-render results.md."""
+    from bench.context import Section
+    from bench.report import render as render_report
+
+    path = REPO / "bench" / "results.json"
+    report = json.loads(path.read_text())
+    sec = Section(name=FinetuneSearch.NAME, title=FinetuneSearch.TITLE, started=results["finished"],
+                  seconds=results["seconds"])
+    fill_section(sec, results, figure_dir=REPO / "bench")
+    sec.notes.append(f"Run by `python -m bench.finetune_search` ({results['seconds'] / 60:.0f} min), imported with "
+                     "`--into-results`.")
+    from bench.__main__ import ORDER
+
+    sections = {**report["sections"], FinetuneSearch.NAME: sec.to_dict()}
+    report["sections"] = {name: sections[name] for name in ORDER if name in sections}
+    write_json(path, report)
+    (REPO / "bench" / "results.md").write_text(render_report(report))
+    say(f"section {FinetuneSearch.TITLE!r} written into {path} and results.md")
+    return 0
 
 
 def _guard(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str, env: dict[str, str],
