@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/hpo data synth $(DEMO_DATA)/raw --cows 240 --pigs 80 --scale 0.1 --seed 0
 	$(BIN)/hpo data prepare $(DEMO_DATA)/raw $(DEMO_DATA)
-	$(BIN)/hpo launch --study demo --sampler ga --workers 2
+	$(BIN)/hpo launch --study demo --workers 2
 	$(BIN)/hpo export --study demo -o runs/demo/hyp.yaml
 	$(BIN)/hpo status --study demo
 

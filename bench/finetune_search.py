@@ -191,8 +191,8 @@ def render_analysis(results: dict[str, Any]) -> str:
     a = analyse(results)
     lines: list[str] = []
     if a["target"] is not None:
-        lines += ["", f"Epochs to reach `model.tune()`'s final median best ({a['target']:.4f}, reached by the tuner "
-                      f"with a median {a['target_epochs']:.0f} epochs); final best against the tuner's "
+        lines += ["", f"Epochs to reach `model.tune()`'s final median best ({a['target']:.4f}; the tuner "
+                      f"trains a median {a['target_epochs']:.0f} epochs per run); final best against the tuner's "
                       "(difference of medians, 95 % bootstrap interval):", "",
                   "| arm | runs reaching it | median epochs to reach it | of the tuner's epochs | "
                   "final best − tuner's [95 % CI] |", "|---|---|---|---|---|"]
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--into-results", type=Path, default=None, metavar="JSON",
                    help="put an earlier run's JSON into bench/results.json and results.md as section "
                         "`finetune_search` (a run of hours need not be redone by `make bench`)")
+    p.add_argument("--note", action="append", default=[], help="with --into-results: a note under the section")
     args = p.parse_args(argv)
     if args.render:
         results = json.loads(args.render.read_text())
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(results))
         return 0
     if args.into_results:
-        return into_results(json.loads(args.into_results.read_text()))
+        return into_results(json.loads(args.into_results.read_text()), notes=args.note)
     results = run_search(gpu=args.gpu, quick=args.quick, seeds=[int(x) for x in args.seeds.split(",")],
                          arms=[a for a in args.arms.split(",") if a], trials=args.trials, jobs=args.jobs,
                          workdir=args.workdir, out=args.out, deadline=args.deadline)
@@ -416,7 +417,7 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
     sec.raw["runs"] = [{k: v for k, v in r.items() if k != "trials"} for r in results["runs"]]
 
 
-def into_results(results: dict[str, Any]) -> int:
+def into_results(results: dict[str, Any], notes: list[str] | None = None) -> int:
     """Write a finished run into bench/results.json (section ``finetune_search``) and re-render results.md."""
     from bench.context import Section
     from bench.report import render as render_report
@@ -428,6 +429,7 @@ def into_results(results: dict[str, Any]) -> int:
     fill_section(sec, results, figure_dir=REPO / "bench")
     sec.notes.append(f"Run by `python -m bench.finetune_search` ({results['seconds'] / 60:.0f} min), imported with "
                      "`--into-results`.")
+    sec.notes.extend(notes or [])
     from bench.__main__ import ORDER
 
     sections = {**report["sections"], FinetuneSearch.NAME: sec.to_dict()}
