@@ -232,8 +232,8 @@ def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cf
     sec.setup = [
         f"`studies/deploy.yaml` on the farm twin (`hpo data synth --cows {cfg['twin']['cows']} --pigs "
         f"{cfg['twin']['pigs']} --scale {cfg['twin']['scale']} --seed {cfg['twin']['seed']}` + `hpo data prepare`, "
-        f"mini set), {cfg['trials']} trials per study of {cfg['epochs']} epoch(s) each (the study file says "
-        f"{yaml.safe_load(DEPLOY_YAML.read_text())['train']['epochs']}; cut to fit the time), search space {space}.",
+        f"mini set), {cfg['trials']} trials per study of {cfg['epochs']} epoch(s) each ({_epochs_note(cfg['epochs'])}), "
+        f"search space {space}.",
         f"Samplers {', '.join(cfg['samplers'])} (hpo's settings: NSGA-II population 8, TPE multivariate with 5 "
         f"start-up trials), seeds {', '.join(map(str, cfg['seeds']))}; every study enqueues the base hyps as "
         "trial 0; one `hpo worker` per study (1 torch thread, CPU), a seed's three studies side by side.",
@@ -277,6 +277,16 @@ def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cf
         sec.figures.append(figure)
 
 
+def _epochs_note(epochs: int) -> str:
+    """Why the epochs differ from the study file's, if they do."""
+    stated = int(yaml.safe_load(DEPLOY_YAML.read_text())["train"]["epochs"])
+    if epochs > stated:
+        return f"the study file says {stated}: from scratch the twin's fitness is still ~0 after 5 epochs"
+    if epochs < stated:
+        return f"the study file says {stated}: fewer, to fit the time"
+    return "as the study file says"
+
+
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points of a 2-D minimisation no other point dominates."""
     return [p for p in points if not any(q != p and q[0] <= p[0] and q[1] <= p[1] for q in points)]
@@ -294,14 +304,15 @@ def _plot(ctx: Context, runs: list[dict[str, Any]], samplers: list[str], budget:
     out_dir = ctx.shared.get("out_dir") or (REPO / "bench")
     name = "hypervolume.png"
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    xs = list(range(1, budget + 1))
     for sampler in samplers:
-        curves = [r["hv"] for r in runs if r["sampler"] == sampler and len(r["hv"]) >= budget]
+        curves = [r["hv"][:budget] for r in runs if r["sampler"] == sampler and r["hv"]]
         if not curves:
             continue
-        cols = list(zip(*[c[:budget] for c in curves]))
+        cols = list(zip(*curves))  # up to the shortest study (a deadline may have cut some)
+        xs = list(range(1, len(cols) + 1))
         ax.plot(xs, [statistics.median(c) for c in cols], marker="o", label=f"{sampler} ({len(curves)} seeds)")
         ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.15)
+    ax.set_xlim(0.5, budget + 0.5)
     ax.set_xlabel("trials (counted against the budget)")
     ax.set_ylabel("hypervolume (ref. (1, 1.1), max 1.1)")
     ax.set_title("deploy demo: hypervolume of the feasible front")

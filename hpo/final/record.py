@@ -112,7 +112,10 @@ class WinnerRule:
         return _number(trial.user_attrs.get(self.metric))
 
     def model_value(self, model: FinalModel) -> float | None:
-        """A retrained model's value: its full-set metric, or its cost."""
+        """A retrained model's value: its full-set objective value (the primary objective), its full-set
+        metric, or its cost."""
+        if self.primary:
+            return _number(model.full_value)
         return _number(model.metrics.get(self.metric, model.costs.get(self.metric)))
 
     def sort_key(self, value: float | None, number: int) -> tuple[bool, float, int]:
@@ -184,15 +187,15 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         lines.append(f"winner on the full set: trial {winner} ({record['metric']} {w['full_value']:.5f}{extra}, "
                      f"mAP75 {format_value(w['metrics'].get('map75'))}, weights {_mb(w['weight_bytes'])}"
                      f"{'' if w.get('under_limit') else ' OVER the 100 MB limit'}), chosen by {chosen['rule']}")
-    elif any(m.get("full_value") is not None and not m.get("error") for m in record["models"]):
-        lines.append(f"no winner: no retrained model is feasible with {chosen['metric']} measured "
-                     f"({chosen['rule']})")
         mini = record.get("mini_winner")
         if mini == winner:
             lines.append(f"the mini-set winner (trial {mini}) is also the full-set winner")
         else:
             rank = record.get("mini_winner_full_rank")
             lines.append(f"the mini-set winner (trial {mini}) ranks {rank if rank else 'n/a'} on the full set")
+    elif any(m.get("full_value") is not None and not m.get("error") for m in record["models"]):
+        lines.append(f"no winner: no retrained model is feasible with {chosen['metric']} measured "
+                     f"({chosen['rule']})")
     n_ok = sum(1 for m in record["models"] if m.get("full_value") is not None and not m.get("error"))
     if record.get("spearman") is not None:
         lines.append(f"Spearman rank correlation mini vs full over {n_ok} models: {record['spearman']:+.3f} "
