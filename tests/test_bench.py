@@ -38,14 +38,14 @@ def test_quick_overhead_on_sqlite_writes_the_report(tmp_path: Path) -> None:
     assert "## Machine and versions" in text and "optuna" in text.lower()
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(660)
 def test_quick_hypervolume_runs_three_samplers_on_the_deploy_problem(tmp_path: Path) -> None:
     """Real `hpo worker` studies of studies/deploy.yaml (tiny twin, 2 trials of 1 epoch per sampler)."""
     out = tmp_path / "results.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", "hypervolume", "--out", str(out),
          "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=400)
+        cwd=REPO, capture_output=True, text=True, timeout=600)  # ~90 s on quiet cores
     assert proc.returncode == 0, proc.stderr[-3000:]
     section = json.loads(out.with_suffix(".json").read_text())["sections"]["hypervolume"]
     assert section["error"] is None
