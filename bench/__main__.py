@@ -4,7 +4,8 @@
     python -m bench --only overhead,scaling  # a subset: the other sections of results.json are kept
     python -m bench --quick                  # smoke run (a few minutes), to bench/.work/quick/
 
-Benchmarks: overhead, scaling, pruning, search, trial, dataprep, pretrain, finetune (see bench/README.md).
+Benchmarks: overhead, scaling, pruning, search, trial, dataprep, pretrain, finetune, finetune_search,
+hypervolume (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from bench.common import DEFAULT_PG, DEFAULT_WORKDIR, PG_ENV, REPO, StorageFacto
     machine_info, say, versions, write_json
 from bench.context import Context, Section
 
-ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune", "finetune_search")
+ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune", "finetune_search",
+         "hypervolume")
 
 
 def _modules() -> dict[str, object]:
-    from bench import dataprep, finetune, finetune_search, overhead, scaling, training, trial
+    from bench import dataprep, finetune, finetune_search, hypervolume, overhead, scaling, training, trial
 
     return {"overhead": overhead, "scaling": scaling, "pruning": training.Pruning,
             "search": training.Search, "trial": trial, "dataprep": dataprep,
             "pretrain": finetune.Pretrain, "finetune": finetune.Finetune,
-            "finetune_search": finetune_search.FinetuneSearch}
+            "finetune_search": finetune_search.FinetuneSearch, "hypervolume": hypervolume}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tuner-repeats", type=int, default=None,
                    help="runs of Ultralytics' tuner in benchmark 4 (default 1; about 10 min of training each)")
     p.add_argument("--fresh", action="store_true", help="do not merge with an existing results.json")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="minutes after which the hypervolume benchmark stops its studies (the trials finished by "
+                        "then are counted and the section says so)")
     args = p.parse_args(argv)
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in only if x not in ORDER]
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.shared["out_dir"] = args.out.parent.resolve()
     ctx.shared["selected"] = list(args.only)
     ctx.shared["tuner_repeats"] = args.tuner_repeats
+    ctx.shared["deadline"] = time.time() + 60 * args.deadline if args.deadline else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
     json_path = args.out.with_suffix(".json")

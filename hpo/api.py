@@ -248,7 +248,9 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
         # Workers that gave up (too many failed trials in a row), with why.
         "stopped_workers": [v["reason"] for k, v in sorted(study_attrs.items())
                             if k.startswith(attrs.WORKER_STOPPED_PREFIX) and isinstance(v, dict)],
+        # finished: what counts against the budget (hpo.study.StudyProgress); infeasible: refused untrained.
         "trials": {"finished": state.finished, "complete": state.complete, "pruned": state.pruned,
+                   "infeasible": state.infeasible,
                    "failed": state.failed - surplus, "running": state.running, "waiting": state.waiting,
                    "surplus": surplus},
         "best": None if best is None else {
@@ -281,26 +283,33 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def export(study: str, output: str | Path | None = None, *, trial: int | None = None, fmt: str = "ultralytics",
-           final: bool = False, storage: str | None = None) -> tuple[str, str]:
-    """The best (or ``trial``'s, or the retrained winner's) training config as YAML text.
+           final: bool = False, storage: str | None = None, by: str | None = None) -> tuple[str, str]:
+    """The winner's (or ``trial``'s, or the retrained winner's) training config as YAML text.
 
-    Written atomically to ``output`` when given. Returns the text and a phrase saying what it is.
+    The winner is the best feasible trial by metric ``by`` (default: the primary objective), see
+    :class:`hpo.final.record.WinnerRule`. Written atomically to ``output`` when given. Returns the
+    text and a phrase saying what it is and how it was chosen.
     """
     from hpo.final.export import FORMATS, pick_trial, render, render_final, write_atomic
+    from hpo.final.record import WinnerRule
 
     if fmt not in FORMATS:
         raise HpoError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})", field="--format")
     if final and trial is not None:
         raise HpoError("give either --trial or --final", field="--final")
+    if by is not None and (trial is not None or final):
+        raise HpoError("--by chooses the winner: give it without --trial (and --final exports the winner "
+                       "`hpo retrain --by` chose)", field="--by")
     loaded = load(study, storage)
     if final:
         text, winner = render_final(loaded.study, loaded.settings, fmt)
         what = f"final model: trial {winner['trial']}, full-set value {winner['full_value']:.5f}"
     else:
-        chosen = pick_trial(loaded.study, trial)
-        text = render(loaded.study, loaded.settings, chosen, fmt)
+        rule = None if trial is not None else WinnerRule.of(loaded.settings.spec, by)
+        chosen = pick_trial(loaded.study, trial, spec=loaded.settings.spec, rule=rule)
+        text = render(loaded.study, loaded.settings, chosen, fmt, rule)
         what = f"trial {chosen.number}, value{'s' if len(chosen.values) > 1 else ''} " + \
-            ", ".join(f"{v:.5g}" for v in chosen.values)
+            ", ".join(f"{v:.5g}" for v in chosen.values) + (f"; chosen by {rule.describe()}" if rule else "")
     if output is not None and str(output) != "-":
         from hpo.paths import check_writable_dir
 

@@ -19,7 +19,7 @@ STUDY_OBJECTIVE = "hpo:objective"  # the primary objective
 STUDY_OBJECTIVES = "hpo:objectives"  # every objective, primary first
 STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`
 STUDY_ARTIFACT_ERROR = "hpo:artifact_error"
-WORKER_STOPPED_PREFIX = "hpo:worker_stopped:"  # + worker name: why a worker gave up (consecutive failures)
+WORKER_STOPPED_PREFIX = "hpo:worker_stopped:"  # + worker name: why a worker gave up (failures, infeasible cap)
 GA_CLAIM_PREFIX = "ga:claim:"  # study system attr + hash of a point: the GA's atomic claim (one per point)
 
 # --- trial user attributes: how and where one run of a trial happened ---------------------------
@@ -31,6 +31,7 @@ RETRY_OF = "hpo:retry_of"  # the trial number this one retries
 RESUME_FROM = "hpo:resume_from"  # checkpoint a retry continues from
 RESUMED = "hpo:resumed"  # where a retry really resumed from (or why it restarted)
 SURPLUS = "hpo:surplus"  # lost the race for the last budget slot: nothing trained
+UNTRAINED = "hpo:untrained"  # pruned before training (a cost constraint broken): not counted against the budget
 ARTIFACT_ERROR = "hpo:artifact_error"  # artifact upload failed (the training still counts)
 RETRIES_EXHAUSTED = "hpo:retries_exhausted"  # handed back or lost, but retried --max-retry times already
 FAIL_REASON = "fail_reason"

@@ -393,6 +393,15 @@ class StudySpec(_Strict):
         named = [o.metric for o in self.objectives] + list(self.constraints)
         return [m for m in COST_METRICS if m in named]
 
+    def measured_metrics(self) -> list[str]:
+        """Every metric a trial of this study records: the accuracy metrics always; params, gflops and
+        weights_mb once any cost is named (the cost meter measures them together); latency_ms only
+        where named (it takes time)."""
+        costs = self.cost_metrics()
+        if costs or self.constraints:
+            costs = [m for m in COST_METRICS if m != "latency_ms" or m in costs]
+        return [*ACCURACY_METRICS, *costs]
+
     def model_choices(self) -> list[str]:
         searched = self.search_space.get("model")
         return [str(c) for c in searched.choices] if isinstance(searched, CategoricalParam) else [str(self.model)]

@@ -241,13 +241,15 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
 
         return self._call_with_retry(_create_trial_once, study_id, template, recover=recover)
 
-    def count_trials(self, study_id: int, *, number_below: int | None = None) -> dict[TrialState, int]:
-        """Trials per state (only those numbered below ``number_below`` if given), in one query.
+    def count_trials(self, study_id: int, *, number_below: int | None = None,
+                     marked: str | None = None) -> tuple[dict[TrialState, int], int]:
+        """Trials per state (only those numbered below ``number_below`` if given) and how many PRUNED
+        ones carry the user attribute ``marked``, in one query.
 
         The worker loop asks this around every trial; loading every trial with its params, attributes
         and intermediate values (``get_all_trials``) just to count them made hpo slower than Optuna.
         """
-        return self._call_with_retry(_count_trials, study_id, number_below)
+        return self._call_with_retry(_count_trials, study_id, number_below, marked)
 
     def complete_trial_values(self, study_id: int, attr: str) -> list[tuple[int, float, Any]]:
         """``(number, value, user attribute attr)`` of every COMPLETE trial, in one query."""
@@ -403,19 +405,26 @@ _create_trial_once.__name__ = "create_new_trial"
 RetryingRDBStorage.set_trial_state_values = _set_trial_state_values  # type: ignore[method-assign]
 
 
-def _count_trials(storage: RetryingRDBStorage, study_id: int, number_below: int | None) -> dict[TrialState, int]:
-    from sqlalchemy import func, select
+def _count_trials(storage: RetryingRDBStorage, study_id: int, number_below: int | None,
+                  marked: str | None) -> tuple[dict[TrialState, int], int]:
+    from sqlalchemy import func, literal, select
 
-    query = (select(rdb_models.TrialModel.state, func.count())
-             .where(rdb_models.TrialModel.study_id == study_id)
-             .group_by(rdb_models.TrialModel.state))
+    trial, user_attr = rdb_models.TrialModel, rdb_models.TrialUserAttributeModel
+    marks = func.count(user_attr.trial_id) if marked is not None else literal(0)
+    query = select(trial.state, func.count(trial.trial_id), marks).where(trial.study_id == study_id)
+    if marked is not None:
+        query = query.outerjoin(user_attr, (user_attr.trial_id == trial.trial_id) & (user_attr.key == marked))
+    query = query.group_by(trial.state)
     if number_below is not None:
-        query = query.where(rdb_models.TrialModel.number < number_below)
+        query = query.where(trial.number < number_below)
     with rdb_session(storage) as session:
         counts = {state: 0 for state in TrialState}
-        for state, count in session.execute(query):
+        pruned_marked = 0
+        for state, count, n_marked in session.execute(query):
             counts[state] = int(count)
-        return counts
+            if state == TrialState.PRUNED:
+                pruned_marked = int(n_marked or 0)
+        return counts, pruned_marked
 
 
 def _complete_values(storage: RetryingRDBStorage, study_id: int, attr: str) -> list[tuple[int, float, Any]]:

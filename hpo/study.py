@@ -22,7 +22,6 @@ from hpo.search.pruners import PRUNERS
 from hpo.search.samplers import SAMPLERS
 from hpo.spec import StudySpec, parse_spec, unfit
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -149,29 +148,46 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """Trials of a study per state."""
+    """Trials of a study per state, and how many count against its budget.
+
+    The budget counts the trials that trained: ``complete`` and ``pruned`` (stopped by the pruner
+    while training). Trials refused before training because a cost constraint known up front broke
+    (``infeasible``, marked ``hpo:untrained``) are PRUNED in Optuna but trained nothing, so they do not
+    count; neither do ``failed`` ones (a crashed or lost trial is retried). This is the one definition
+    the workers' stop condition, ``hpo launch``'s progress and ``hpo status`` use.
+    """
 
     complete: int
-    pruned: int
+    pruned: int  # pruned while training (the refused-untrained ones are in ``infeasible``)
     failed: int
     running: int
     waiting: int
+    infeasible: int = 0  # refused before training (cost constraint): outside the budget
 
     @property
     def finished(self) -> int:
+        """Trials that count against the budget."""
         return self.complete + self.pruned
 
 
 def count_trials(study: optuna.Study, *, number_below: int | None = None) -> dict[TrialState, int]:
     """Trials per state, with one counting query where the storage has it (hpo's RDB storage)."""
+    return _counts(study, number_below)[0]
+
+
+def _counts(study: optuna.Study, number_below: int | None) -> tuple[dict[TrialState, int], int]:
+    """Trials per state and the PRUNED ones refused untrained; one query on hpo's RDB storage."""
     storage = optuna_compat.backend_of(study)
     if hasattr(storage, "count_trials"):
-        return storage.count_trials(optuna_compat.study_id(study), number_below=number_below)
+        return storage.count_trials(optuna_compat.study_id(study), number_below=number_below,
+                                    marked=attrs.UNTRAINED)
     counts = {state: 0 for state in TrialState}
+    untrained = 0
     for t in study.get_trials(deepcopy=False):
         if number_below is None or t.number < number_below:
             counts[t.state] += 1
-    return counts
+            untrained += t.state == TrialState.PRUNED and bool(t.user_attrs.get(attrs.UNTRAINED))
+    return counts, untrained
 
 
 def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, Any]]:
@@ -183,10 +199,18 @@ def complete_values(study: optuna.Study, attr: str) -> list[tuple[int, float, An
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
 
 
-def progress(study: optuna.Study) -> StudyProgress:
-    counts = count_trials(study)
-    return StudyProgress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL],
-                    counts[TrialState.RUNNING], counts[TrialState.WAITING])
+def progress(study: optuna.Study, *, number_below: int | None = None) -> StudyProgress:
+    """The study's trials per state (only those numbered below ``number_below`` if given)."""
+    counts, untrained = _counts(study, number_below)
+    return StudyProgress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED] - untrained, counts[TrialState.FAIL],
+                         counts[TrialState.RUNNING], counts[TrialState.WAITING], infeasible=untrained)
+
+
+def infeasible_cap(budget: int, per_trial: int) -> int | None:
+    """How many trials refused before training a study of ``budget`` may have before its workers stop
+    (``per_trial`` refusals per budgeted trial; 0: no cap). Refusals are cheap (no training), but a
+    sampler that keeps proposing infeasible models must not loop forever."""
+    return per_trial * budget if per_trial > 0 else None
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -36,3 +36,42 @@ def test_quick_overhead_on_sqlite_writes_the_report(tmp_path: Path) -> None:
     text = out.read_text()
     assert "Quick mode" in text and "## 1. Orchestration overhead" in text and "| SQLite | 1 |" in text
     assert "## Machine and versions" in text and "optuna" in text.lower()
+
+
+@pytest.mark.timeout(660)
+def test_quick_hypervolume_runs_three_samplers_on_the_deploy_problem(tmp_path: Path) -> None:
+    """Real `hpo worker` studies of studies/deploy.yaml (tiny twin, 2 trials of 1 epoch per sampler)."""
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "hypervolume", "--out", str(out),
+         "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)  # ~90 s on quiet cores
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.with_suffix(".json").read_text())["sections"]["hypervolume"]
+    assert section["error"] is None
+    runs = section["raw"]["runs"]
+    assert sorted(r["sampler"] for r in runs) == ["nsga2", "random", "tpe"]
+    for r in runs:
+        assert not r.get("error") and len(r["hv"]) == 2 and all(0.0 <= v <= 1.1 for v in r["hv"])
+        assert r["hv"] == sorted(r["hv"])  # a front only grows
+        assert sum(t["state"] == "COMPLETE" for t in r["trials"]) == 2
+    assert section["raw"]["reference"] == [1.0, 1.1] and section["raw"]["slowest_ms"] > 0
+    text = out.read_text()
+    assert "## 10. Hypervolume against trials" in text and "| nsga2 | 1 |" in text and "Reference point" in text
+
+
+def test_hypervolume_2d_is_the_dominated_area() -> None:
+    """The benchmark's own 2-D hypervolume against hand-computed areas and a grid count."""
+    import random
+
+    from bench.hypervolume import hypervolume_2d
+
+    assert hypervolume_2d([], (1.0, 1.0)) == 0.0
+    assert hypervolume_2d([(0.5, 0.5)], (1.0, 1.0)) == pytest.approx(0.25)
+    assert hypervolume_2d([(0.0, 1.0), (1.0, 0.0)], (2.0, 2.0)) == pytest.approx(3.0)
+    assert hypervolume_2d([(0.2, 0.2), (0.3, 0.3), (1.5, 0.0)], (1.0, 1.0)) == pytest.approx(0.64)  # dominated, outside
+    rng = random.Random(0)
+    points = [(rng.random(), rng.random()) for _ in range(12)]
+    n = 400
+    inside = sum(any(p[0] <= (i + 0.5) / n and p[1] <= (j + 0.5) / n for p in points) for i in range(n) for j in range(n))
+    assert hypervolume_2d(points, (1.0, 1.0)) == pytest.approx(inside / n**2, abs=0.01)

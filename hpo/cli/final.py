@@ -24,11 +24,17 @@ def export(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="ultralytics: a config for `yolo train cfg=FILE`; "
                                               "yolov5: a YOLOv5 hyp.yaml for `train.py --hyp FILE`")] = "ultralytics",  # type: ignore[assignment]
     final: Annotated[bool, typer.Option("--final", help="export the winner of `hpo retrain` (full-set settings)")] = False,
+    by: Annotated[Optional[str], typer.Option("--by", help="choose the winner by this metric (e.g. map75, "
+                                              "latency_ms; default: the primary objective), feasible trials only")] = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Write the best trial's full training config as a YAML that `yolo train cfg=FILE` accepts."""
+    """Write the winning trial's full training config as a YAML that `yolo train cfg=FILE` accepts.
+
+    The winner: the best feasible trial by --by (default: the primary objective); the file's header
+    says which rule chose it.
+    """
     name = choice(fmt) or "ultralytics"
-    text, what = api.export(study, output, trial=trial, fmt=name, final=final, storage=storage)
+    text, what = api.export(study, output, trial=trial, fmt=name, final=final, storage=storage, by=by)
     if str(output) == "-":
         sys.stdout.write(text)
         return
@@ -52,8 +58,9 @@ def retrain(
                                         "the same settings")] = False,
     front: Annotated[bool, typer.Option("--front", help="retrain every trial of the Pareto front "
                                         "(multi-objective studies)")] = False,
-    by: Annotated[Optional[str], typer.Option("--by", help="rank the top K by this metric (e.g. map75, "
-                                              "latency_ms) instead of the objective")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="rank the top K and pick the winner by this metric "
+                                              "(e.g. map75, latency_ms; default: the primary objective), feasible "
+                                              "models only; with --front: the winner among the front")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the final record as JSON")] = False,
 ) -> None:
     """Retrain the best trials' hyps on the full set, validate on the real validation set, pick the winner.
@@ -79,7 +86,10 @@ def retrain(
         import torch
 
         device = "0" if torch.cuda.is_available() else "cpu"
+    from hpo.final.record import WinnerRule
+
     which = "the Pareto front" if plan.front else f"the top {plan.top_k} trial(s)" + (f" by {plan.by}" if plan.by else "")
+    which += f"; the winner: {WinnerRule.of(settings.spec, plan.by).describe()} on the full set"
     console.print(f"retraining {which} of [bold]{study}[/]: {plan.epochs} epochs on "
                   f"{plan.data} ({dataset.splits['train'].images} train / {dataset.splits['val'].images} "
                   f"validation images), device {device}")
@@ -91,6 +101,9 @@ def retrain(
         print_final(make_console(), record)
         console.print(f"next: hpo export --study {study} --final   (files in {record['dir']})", soft_wrap=True)
     if record["winner"] is None:
+        if any(m.get("full_value") is not None and not m.get("error") for m in record["models"]):
+            raise HpoError(f"no retrained model is eligible: {record['chosen_by']['rule']} found none that is "
+                           "feasible and has the metric (see the table above)", field="--by")
         raise HpoError("no retrained model succeeded (reasons above)")
 
 

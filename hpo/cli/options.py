@@ -31,6 +31,9 @@ GraceOpt = Annotated[int, typer.Option(
 MaxRetryOpt = Annotated[int, typer.Option(help="retries of a trial whose worker died or was stopped", min=0)]
 MaxFailuresOpt = Annotated[int, typer.Option(
     help="stop a worker after this many failed trials in a row (full disk, broken GPU; 0: never)", min=0)]
+MaxInfeasibleOpt = Annotated[int, typer.Option(
+    help="stop the workers once the study holds this many trials refused before training (a cost constraint "
+    "broken) per budgeted trial; refused trials do not count against --trials (0: no cap)", min=0)]
 KeepOpt = Annotated[int, typer.Option("--keep", help="top trials that keep their weights (0: keep all)")]
 ArtifactsOpt = Annotated[Optional[str], typer.Option(
     "--artifacts", help="artifact folder the dashboard serves (default $HPO_ARTIFACTS, else artifacts/ next to "

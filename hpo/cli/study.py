@@ -20,10 +20,10 @@ from hpo import api
 from hpo.cli.console import make_console
 from hpo.cli.final import print_final
 from hpo.cli.options import (ArtifactsOpt, CurveSecondsOpt, GraceOpt, HeartbeatOpt, JsonOpt, KeepOpt, MaxFailuresOpt,
-                             MaxRetryOpt, PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
+                             MaxInfeasibleOpt, MaxRetryOpt, PrunerName, RunsDirOpt, SamplerName, StorageOpt, TrainerOpt, choice)
 from hpo.errors import HpoError
 from hpo.search.retry import DEFAULT_MAX_RETRY
-from hpo.search.worker import DEFAULT_KEEP, DEFAULT_MAX_CONSECUTIVE_FAILURES, WorkerOptions
+from hpo.search.worker import DEFAULT_KEEP, DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_MAX_INFEASIBLE, WorkerOptions
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
 
 
@@ -57,6 +57,7 @@ def launch(
     grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
     max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
     max_consecutive_failures: MaxFailuresOpt = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    max_infeasible: MaxInfeasibleOpt = DEFAULT_MAX_INFEASIBLE,
     create_only: Annotated[bool, typer.Option(help="create or join the study, start no worker (for `hpo worker` elsewhere)")] = False,
     trainer: TrainerOpt = "yolo",
     curve_epoch_seconds: CurveSecondsOpt = 0.0,
@@ -73,7 +74,7 @@ def launch(
                             grace_period=grace_period, max_retry=max_retry,
                             artifacts=api.artifact_dir(artifacts, url), trainer=trainer,
                             curve_epoch_seconds=curve_epoch_seconds,
-                            max_consecutive_failures=max_consecutive_failures)
+                            max_consecutive_failures=max_consecutive_failures, max_infeasible=max_infeasible)
     console = make_console(stderr=True, quiet=as_json)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
@@ -90,7 +91,9 @@ def launch(
     else:
         t, best = summary["trials"], summary.get("best")
         console.print(f"{t['finished']}/{summary['budget']} trials finished ({t['complete']} complete, "
-                      f"{t['pruned']} pruned, {t['failed']} failed)"
+                      f"{t['pruned']} pruned, {t['failed']} failed"
+                      + (f"; {t['infeasible']} refused untrained as infeasible, not counted" if t["infeasible"] else "")
+                      + ")"
                       + (f"; best {best['value']:.5f} in trial {best['number']}: {best['params']}" if best else ""),
                       soft_wrap=True)
         where = f" --storage '{mask_url(url)}'" if storage else ""
@@ -121,6 +124,7 @@ def worker(
     grace_period: GraceOpt = DEFAULT_GRACE_PERIOD,
     max_retry: MaxRetryOpt = DEFAULT_MAX_RETRY,
     max_consecutive_failures: MaxFailuresOpt = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    max_infeasible: MaxInfeasibleOpt = DEFAULT_MAX_INFEASIBLE,
     workers_per_machine: Annotated[int, typer.Option(help="trainings sharing this machine (sizes the data "
                                                      "loaders)", min=1)] = 1,
     trainer: TrainerOpt = "yolo",
@@ -148,7 +152,7 @@ def worker(
                             grace_period=grace_period, max_retry=max_retry,
                             artifacts=api.artifact_dir(artifacts, url), workers_per_machine=workers_per_machine,
                             trainer=trainer, curve_epoch_seconds=curve_epoch_seconds,
-                            max_consecutive_failures=max_consecutive_failures)
+                            max_consecutive_failures=max_consecutive_failures, max_infeasible=max_infeasible)
     requeue = RequeueTrial(options.max_retry)
     api.check_writable(options.runs_dir, options.artifacts)
     rdb, _ = api.open_storage(url, create=True, heartbeat_interval=options.heartbeat_interval,
@@ -182,7 +186,8 @@ def worker(
                              artifact_dir=options.artifacts, workers_per_machine=options.workers_per_machine)
     summary = Worker(the_study, settings, runner, name=name, runs_dir=options.runs_dir, keep=options.keep,
                      stop_event=stop_event, requeue=requeue,
-                     max_consecutive_failures=options.max_consecutive_failures).run()
+                     max_consecutive_failures=options.max_consecutive_failures,
+                     max_infeasible=options.max_infeasible).run()
     logging.getLogger("hpo.worker").info("[%s] done: %s%s", name, summary.trials,
                                          " (stopped by signal)" if summary.stopped else "")
 
@@ -209,13 +214,14 @@ def status(
         console.print("no studies in this storage (start one with `hpo launch --study NAME`)")
         return
     overview = Table(title="studies")
-    for col in ("study", "sampler", "pruner", "finished/budget", "complete", "pruned", "failed", "running", "best"):
+    for col in ("study", "sampler", "pruner", "finished/budget", "complete", "pruned", "infeasible", "failed",
+                "running", "best"):
         overview.add_column(col)
     for s in summaries:
         t = s["trials"]
         best = s["best"]
         overview.add_row(s["study"], s["sampler"], s["pruner"], f"{t['finished']}/{s['budget']}",
-                         str(t["complete"]), str(t["pruned"]), str(t["failed"]), str(t["running"]),
+                         str(t["complete"]), str(t["pruned"]), str(t["infeasible"]), str(t["failed"]), str(t["running"]),
                          (f"front of {len(s['front'])}" if s.get("front") is not None else
                           f"{best['value']:.5f} (#{best['number']})") if best else "-")
     console.print(overview)

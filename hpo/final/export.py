@@ -19,10 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import attrs
 from hpo.errors import HpoError
-from hpo.final.record import final_winner
+from hpo.final.record import WinnerRule, final_winner
 from hpo.search.objective import METRIC_NAMES
-from hpo.spec import ACCURACY_METRICS, COST_METRICS, render_config
-from hpo.study import StudySettings, best_trial, pareto_front
+from hpo.spec import ACCURACY_METRICS, COST_METRICS, StudySpec, render_config
+from hpo.study import StudySettings, pareto_front
 
 #: format name -> what it writes (``--format``).
 FORMATS = {
@@ -31,13 +31,14 @@ FORMATS = {
 }
 
 
-def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
-    """The best complete trial, or trial ``number`` (which must be complete)."""
+def pick_trial(study: optuna.Study, number: int | None = None, *, spec: StudySpec | None = None,
+               rule: WinnerRule | None = None) -> FrozenTrial:
+    """The winner by ``rule`` (default: the primary objective, feasible trials only), or trial
+    ``number`` (which must be complete)."""
     if number is None:
-        trial = best_trial(study)
-        if trial is None:
-            raise HpoError(f"study {study.study_name!r} has no complete trial yet", field="--study")
-        return trial
+        if spec is None:
+            raise HpoError("pick_trial needs the study's spec to choose a winner")
+        return (rule or WinnerRule.of(spec)).pick_trial(study, spec)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise HpoError(f"study {study.study_name!r} has no trial {number}", field="--trial")
@@ -46,7 +47,10 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
     return trials[number]
 
 
-def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTrial) -> list[str]:
+def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTrial,
+                 rule: WinnerRule | None = None) -> list[str]:
+    """The export's comment lines: where the trial comes from, what it scored, and how it was chosen
+    (``rule``; None: picked by hand with ``--trial``)."""
     spec = settings.spec
     metrics = ", ".join(f"{m}={trial.user_attrs[m]:.5f}" for m in METRIC_NAMES
                         if isinstance(trial.user_attrs.get(m), (int, float)))
@@ -58,6 +62,7 @@ def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTria
         f"sampler {settings.sampler}, pruner {settings.pruner}, "
         f"objective{'s' if spec.multi_objective else ''} {objectives}",
         f"metrics: {metrics or 'n/a'}",
+        f"chosen by {rule.describe()}" if rule is not None else f"chosen by hand (--trial {trial.number})",
     ]
     if spec.multi_objective:
         front = [t.number for t in pareto_front(study)]
@@ -78,9 +83,10 @@ def header_lines(study: optuna.Study, settings: StudySettings, trial: FrozenTria
     ]
 
 
-def render(study: optuna.Study, settings: StudySettings, trial: FrozenTrial, fmt: str = "ultralytics") -> str:
+def render(study: optuna.Study, settings: StudySettings, trial: FrozenTrial, fmt: str = "ultralytics",
+           rule: WinnerRule | None = None) -> str:
     config = settings.spec.training_args(trial.params)
-    return _render(fmt, header_lines(study, settings, trial), config, set(trial.params), settings)
+    return _render(fmt, header_lines(study, settings, trial, rule), config, set(trial.params), settings)
 
 
 def render_final(study: optuna.Study, settings: StudySettings, fmt: str = "ultralytics") -> tuple[str, dict[str, Any]]:
@@ -94,6 +100,7 @@ def render_final(study: optuna.Study, settings: StudySettings, fmt: str = "ultra
         f"hpo export: study {study.study_name}, final model: trial {winner['trial']} retrained on the full set",
         f"objective {record['metric']} ({record['direction']}): full set {winner['full_value']:.5f}, "
         f"mini set {winner['mini_value']:.5f} (mini rank {winner['mini_rank']} of {len(record['models'])})",
+        f"chosen by {(record.get('chosen_by') or {}).get('rule', 'best ' + record['metric'])} (hpo retrain)",
         f"metrics: {metrics or 'n/a'}",
         f"weights {winner.get('weights')} ({size / 1e6:.1f} MB)" if size else "weights: n/a",
         f"epochs {record['epochs']}, data {record['data']}, train seconds {winner.get('train_seconds')}",

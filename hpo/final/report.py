@@ -377,11 +377,12 @@ class ReportWriter:
         parts = [f"<h1>Study {_e(s.study_name)}</h1>"]
         if spec.description:
             parts.append(f"<p>{_e(spec.description)}</p>")
-        parts.append(_table(["sampler", "pruner", "objective", "budget", "complete", "pruned", "failed", "model",
-                             "data"],
+        parts.append(_table(["sampler", "pruner", "objective", "budget", "complete", "pruned", "refused (infeasible)",
+                             "failed", "model", "data"],
                             [[self.settings.sampler, self.settings.pruner,
                               ", ".join(f"{o.metric} ({o.direction})" for o in spec.objectives), self.settings.budget,
-                              state.complete, state.pruned, state.failed, ", ".join(spec.model_choices()),
+                              state.complete, state.pruned, state.infeasible, state.failed,
+                              ", ".join(spec.model_choices()),
                               spec.data]]))
         if spec.constraints:
             parts.append("<p>Constraints: " + _e(", ".join(

@@ -3,8 +3,10 @@
 A search ranks hyps on a cheap proxy (the mini set, few epochs). This stage pays for the real thing
 for the top K of them, with the study's retrain settings (``full.yaml``, more epochs, e.g. a linear
 LR), validated every epoch on the real validation set and once more on the kept ``best.pt`` (the
-seed picked its final checkpoint on one image). The winner is chosen on those full-set metrics, and
-with K >= 3 a Spearman coefficient says how well the mini-set ranking predicted the full-set one.
+seed picked its final checkpoint on one image). The winner is chosen on those full-set metrics by
+:class:`~hpo.final.record.WinnerRule` (``--by METRIC``, default the primary objective; feasible models
+only), and with K >= 3 a Spearman coefficient says how well the mini-set ranking predicted the
+full-set one (always on the primary objective).
 
 Results go to the study (user attribute ``hpo:final``) for ``status``, ``export --final``, ``report``
 and the dashboard; files to ``runs/<study>/final/``; weights and hyps to the artifact store.
@@ -33,10 +35,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from hpo import attrs, hyps
-from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, format_value
+from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, WinnerRule, format_value
 from hpo.errors import HpoError
+from hpo.search.cost import violations_text
 from hpo.search.objective import objective_value
-from hpo.spec import ACCURACY_METRICS, COST_METRICS, StudySpec, render_config
+from hpo.spec import COST_METRICS, StudySpec, render_config
 from hpo.study import StudySettings, pareto_front
 from hpo.search.trial_runner import TrialRecord, TrialRunner
 
@@ -51,16 +54,14 @@ class RetrainPlan:
     train: dict[str, Any]
     top_k: int
     front: bool = False  # retrain the Pareto front (multi-objective studies) instead of the top K
-    by: str | None = None  # rank the top K by this metric instead of the (primary) objective
+    by: str | None = None  # rank the top K and pick the winner by this metric instead of the primary objective
 
     @classmethod
     def from_spec(cls, spec: StudySpec, *, top_k: int | None = None, data: str | None = None,
                   epochs: int | None = None, front: bool = False, by: str | None = None) -> RetrainPlan:
-        if front and (top_k is not None or by is not None):
-            raise HpoError("give either --front or --top-k/--by", field="--front")
-        if by is not None and by not in (*ACCURACY_METRICS, *COST_METRICS):
-            raise HpoError(f"unknown metric {by!r} (choose from {', '.join((*ACCURACY_METRICS, *COST_METRICS))})",
-                           field="--by")
+        if front and top_k is not None:
+            raise HpoError("give either --front or --top-k", field="--front")
+        WinnerRule.of(spec, by)  # a metric the study did not measure: a one-line error now, not after training
         for name in spec.retrain.train:
             if name in hyps.YOLOV5_ONLY or name in hyps.RESERVED_ARGS or not hyps.is_training_arg(name):
                 raise HpoError(f"{name}: not a training argument hpo can set", field=f"retrain.train.{name}")
@@ -76,29 +77,17 @@ class RetrainPlan:
 def top_trials(study: optuna.Study, k: int, by: str | None = None, spec: StudySpec | None = None) -> list[FrozenTrial]:
     """The ``k`` best complete trials (ties: the earlier trial first), one per distinct set of hyps.
 
-    Ranked by the (primary) objective, or by metric ``by`` (an objective's direction, else accuracy
-    maximised and costs minimised; trials without it last); infeasible trials after feasible ones.
+    Ranked by :class:`~hpo.final.record.WinnerRule`: the (primary) objective, or metric ``by``
+    (trials without it last); infeasible trials after feasible ones (they only fill up what is left).
     """
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-
-    def score(t: FrozenTrial) -> float:
-        return float(t.values[0])
-
-    if by is not None:
-        named = {o.metric: o.direction for o in spec.objectives} if spec is not None else {}
-        maximize = named.get(by, "maximize" if by in ACCURACY_METRICS else "minimize") == "maximize"
-
-        def score(t: FrozenTrial) -> float:
-            value = t.user_attrs.get(by)
-            return float(value) if isinstance(value, (int, float)) else (-math.inf if maximize else math.inf)
-
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    # Feasible trials first (a constrained study's infeasible trials only fill up what is left).
-    complete.sort(key=lambda t: (t.user_attrs.get(attrs.FEASIBLE) is False, -score(t) if maximize else score(t),
-                                 t.number))
+    if spec is None:  # a plain Optuna study: its (first) objective
+        rule = WinnerRule("value", study.directions[0].name.lower())
+    else:
+        rule = WinnerRule.of(spec, by)
+    ranked = rule.rank_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), spec)
     chosen: list[FrozenTrial] = []
     seen: set[str] = set()
-    for t in complete:
+    for t in ranked:
         key = json.dumps(t.params, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
@@ -201,6 +190,7 @@ class Retrainer:
         self.console = console or Console(stderr=True)
         self.force = force
         self.stop_event = stop_event
+        self.rule = WinnerRule.of(self.spec, plan.by)
 
     @property
     def metric(self) -> str:
@@ -218,8 +208,7 @@ class Retrainer:
 
     def run(self) -> dict[str, Any]:
         if self.plan.front:
-            trials = sorted(pareto_front(self.study), key=lambda t: (-t.values[0] if self.direction == "maximize"
-                                                                      else t.values[0], t.number))
+            trials = self.rule.rank_trials(pareto_front(self.study), self.spec)
         else:
             trials = top_trials(self.study, self.plan.top_k, self.plan.by, self.spec)
         if not trials:
@@ -246,6 +235,7 @@ class Retrainer:
                            mini_rank=rank, fingerprint=self.fingerprint(trial.params), dir=str(save_dir))
         reused = None if self.force else self._reusable(model)
         if reused is not None:
+            self._judge(reused, trial)
             return reused
         runner = _ProgressRunner(self.spec, runs_dir=self.final_dir.parent, device=self.device,
                                  study_name=self.study.study_name, stop_event=self.stop_event,
@@ -266,8 +256,19 @@ class Retrainer:
         model.train_seconds = round(record.train_seconds, 2)
         model.epochs = record.epochs
         self._measure(model, record, save_dir)
+        self._judge(model, trial)
         _write_json(save_dir / "metrics.json", model.to_json())
         return model
+
+    def _judge(self, model: FinalModel, trial: FrozenTrial) -> None:
+        """The model's costs (the trial's; weights_mb of its own best.pt) and whether it meets the
+        study's constraints with its full-set metrics: what the winner rule reads."""
+        model.costs = {m: trial.user_attrs[m] for m in COST_METRICS if m in trial.user_attrs}
+        if model.weight_bytes:
+            model.costs["weights_mb"] = round(model.weight_bytes / 1e6, 4)
+        if self.spec.constraints:
+            broken = violations_text(self.spec, {**model.costs, **model.metrics})
+            model.feasible = not broken and trial.user_attrs.get(attrs.FEASIBLE) is not False
 
     def _measure(self, model: FinalModel, record: TrialRecord, save_dir: Path) -> None:
         metrics = record.final_metrics
@@ -320,7 +321,7 @@ class Retrainer:
         for rank, m in enumerate(sorted(ok, key=lambda m: (-m.full_value if maximize else m.full_value,
                                                                m.mini_rank)), start=1):
             m.full_rank = rank
-        winner = next((m for m in ok if m.full_rank == 1), None)
+        winner = self.rule.pick_model(ok)
         rho = spearman([m.mini_value for m in ok], [m.full_value for m in ok]) if len(ok) >= 3 else None
         mini_best = min(models, key=lambda m: m.mini_rank)
         return {
@@ -333,8 +334,9 @@ class Retrainer:
             "train": self.plan.train,
             "overrides": self.plan.overrides(),
             "device": self.device,
-            "metric": self.metric,
+            "metric": self.metric,  # the primary objective: mini vs full values, ranks, Spearman
             "direction": self.direction,
+            "chosen_by": self.rule.to_json(),  # how the winner was picked
             "weight_limit_bytes": WEIGHT_LIMIT_BYTES,
             "dir": str(self.final_dir),
             "winner": None if winner is None else winner.trial,
@@ -351,7 +353,8 @@ class Retrainer:
             _link_or_copy(Path(winner.weights), self.final_dir / "best.pt")
             config = self.spec.training_args(winner.params, self.plan.overrides())
             header = [f"hpo retrain: study {self.study.study_name}, trial {winner.trial}, full-set "
-                      f"{self.metric} {winner.full_value:.5f}", "use: yolo train cfg=<this file>"]
+                      f"{self.metric} {winner.full_value:.5f}", f"chosen by {self.rule.describe()}",
+                      "use: yolo train cfg=<this file>"]
             (self.final_dir / "hyp.yaml").write_text(render_config(config, header), encoding="utf-8")
         _write_json(self.final_dir / "metrics.json", record)
         self.study.set_user_attr(attrs.STUDY_FINAL, record)

@@ -15,7 +15,9 @@ trains, on a model built from the trial's model file (Ultralytics' own builder, 
   strips ``best.pt`` to), after training the size of the trial's stripped ``best.pt`` (MB = 1e6 bytes).
 
 A constraint known before training (``params``, ``gflops``, ``latency_ms``, a ``weights_mb`` maximum
-already broken by the estimate) stops the trial before it trains: it is pruned and marked infeasible.
+already broken by the estimate) stops the trial before it trains: it is pruned, marked infeasible and
+``hpo:untrained``, and does not count against the trial budget (a capped number of such refusals per
+budgeted trial is allowed, see :mod:`hpo.search.worker`).
 Each constraint becomes one number, its violation relative to the bound (``<= 0``: met), set once on
 the trial with Optuna's public ``Trial.set_constraint(metric, value)``. TPE, NSGA-II and GP read
 these from every trial (``FrozenTrial.constraints``) without a ``constraints_func``, which Optuna 5.0
@@ -43,6 +45,14 @@ if TYPE_CHECKING:
 #: Costs a trial knows before it trains (weights_mb: as a lower-bound estimate, for ``max`` only).
 KNOWN_BEFORE_TRAINING = ("params", "gflops", "latency_ms")
 FP16_BYTES = 2
+
+
+class Infeasible(optuna.TrialPruned):
+    """A trial refused before training because a cost known up front breaks a constraint.
+
+    Recorded as PRUNED (what samplers understand) and marked ``hpo:untrained``: it does not count
+    against the study's trial budget (:func:`hpo.study.progress`).
+    """
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,8 @@ class CostMeter:
         broken = violations_text(self.spec, known)
         if broken:
             self._record(trial, known)
-            raise optuna.TrialPruned(f"infeasible before training: {'; '.join(broken)}")
+            trial.set_user_attr(attrs.UNTRAINED, True)  # refused, not trained: outside the budget
+            raise Infeasible(f"infeasible before training: {'; '.join(broken)}")
         return costs
 
     def after_training(self, trial: optuna.Trial, metrics: dict[str, Any], costs: dict[str, Any],

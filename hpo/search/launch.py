@@ -331,8 +331,9 @@ def signals_as_interrupt() -> Iterator[None]:
 
 
 def _progress_text(state: StudyProgress, budget: int) -> str:
+    refused = f", {state.infeasible} refused as infeasible (not counted)" if state.infeasible else ""
     return (f"{state.finished}/{budget} finished: {state.complete} complete, {state.pruned} pruned; "
-            f"{state.running} running, {state.failed} failed")
+            f"{state.running} running, {state.failed} failed{refused}")
 
 
 def _fmt(value: object) -> str:

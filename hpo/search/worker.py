@@ -1,12 +1,16 @@
 """The worker loop: pull trials from the shared study until it has its budget.
 
 Any number of workers, on any number of machines, run this loop against one study. The budget is
-study-wide: a worker starts a trial only while finished (complete + pruned) plus running trials are
-below it, and checks its trial's rank after ``ask()`` so two workers racing for the last slot never
+study-wide: a worker starts a trial only while finished (complete + pruned while training, see
+:class:`hpo.study.StudyProgress`) plus running trials are below it, and checks its trial's rank after ``ask()`` so two workers racing for the last slot never
 both train (the loser records its trial as a FAIL marked ``hpo:surplus`` and trains nothing).
 
 We use ask/tell instead of ``study.optimize()`` for that rank check and for failure reasons, so the
 heartbeat is recorded here (Optuna only does it inside ``optimize()``).
+
+Trials refused before training for a cost constraint do not count against the budget, so a sampler
+that keeps proposing infeasible models could ask forever: once the study holds ``max_infeasible`` such
+refusals per budgeted trial, every worker stops, saying why on the study (``hpo status`` shows it).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from hpo.search.pruners import create_pruner
 from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
 from hpo.search.trial_runner import StopRequested, trial_dir
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
-from hpo.study import (FINISHED, StudySettings, best_trial, complete_values, count_trials, is_multi_objective,
-                       pareto_front, progress)
+from hpo.study import (StudyProgress, StudySettings, best_trial, complete_values, infeasible_cap,
+                       is_multi_objective, pareto_front, progress)
 
 log = logging.getLogger("hpo.search.worker")
 
@@ -39,6 +43,9 @@ DEFAULT_KEEP = 3
 # A worker whose every trial fails (full disk, broken driver, missing data) stops after this many in a
 # row instead of turning the whole search into FAIL records.
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+# Trials refused before training (a cost constraint broken) allowed per budgeted trial: refusals train
+# nothing (milliseconds each), but a sampler stuck in an infeasible region must not ask forever.
+DEFAULT_MAX_INFEASIBLE = 5
 IDLE_POLL_SECONDS = 0.5  # cheap: one counting query and the stale-trial check
 
 
@@ -61,6 +68,7 @@ class WorkerOptions:
     trainer: str = "yolo"  # "curve": the learning-curve stand-in (tests, benchmarks)
     curve_epoch_seconds: float = 0.0
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # 0: never give up
+    max_infeasible: int = DEFAULT_MAX_INFEASIBLE  # refused-untrained trials per budgeted trial; 0: no cap
 
     def to_args(self) -> list[str]:
         """The ``hpo worker`` options that reproduce these settings."""
@@ -70,16 +78,18 @@ class WorkerOptions:
                 "--artifacts", str(self.artifacts) if self.artifacts is not None else "off",
                 "--workers-per-machine", str(self.workers_per_machine), "--trainer", self.trainer,
                 "--curve-epoch-seconds", str(self.curve_epoch_seconds),
-                "--max-consecutive-failures", str(self.max_consecutive_failures)]
+                "--max-consecutive-failures", str(self.max_consecutive_failures),
+                "--max-infeasible", str(self.max_infeasible)]
 
 
 class WorkerGaveUp(HpoError):
-    """Too many trials in a row failed on this worker: something is wrong with it, not with the hyps."""
+    """Too many trials in a row failed on this worker: something is wrong with it, not with the hyps;
+    or the sampler proposed too many infeasible models: the search space hardly fits the constraints."""
 
 
 @dataclass
 class WorkerSummary:
-    trials: dict[str, int] = field(default_factory=lambda: {"complete": 0, "pruned": 0, "fail": 0})
+    trials: dict[str, int] = field(default_factory=lambda: {"complete": 0, "pruned": 0, "fail": 0, "infeasible": 0})
     stopped: bool = False
 
 
@@ -100,13 +110,16 @@ class Worker:
         stop_event: set to stop after the current batch (signal handlers set it).
         max_consecutive_failures: stop with :class:`WorkerGaveUp` after this many failed trials in a
             row (0: never), recording why on the study for ``hpo status``.
+        max_infeasible: stop with :class:`WorkerGaveUp` once the study holds this many trials refused
+            before training per budgeted trial (0: never), recording why on the study.
     """
 
     def __init__(self, study: optuna.Study, settings: StudySettings, objective: TrialFunction, *,
                  name: str = "worker", runs_dir: Path | None = None, keep: int = DEFAULT_KEEP,
                  poll_seconds: float = IDLE_POLL_SECONDS, stop_event: threading.Event | None = None,
                  requeue: RequeueTrial | None = None,
-                 max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES) -> None:
+                 max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+                 max_infeasible: int = DEFAULT_MAX_INFEASIBLE) -> None:
         self.study = study
         self.settings = settings
         self.objective = objective
@@ -119,6 +132,7 @@ class Worker:
         self._stale_lock = threading.Lock()
         self.max_consecutive_failures = max_consecutive_failures
         self.failures_in_a_row: list[str] = []
+        self.max_infeasible = max_infeasible
 
     @property
     def budget(self) -> int:
@@ -175,14 +189,28 @@ class Worker:
             state = progress(self.study)
             if state.finished >= self.budget:
                 break
+            self._check_infeasible(state)
             if state.finished + state.running >= self.budget:
                 self.stop_event.wait(self.poll_seconds)  # the last trials are being trained elsewhere
                 continue
             self._run_one(summary)
 
+    def _check_infeasible(self, state: StudyProgress) -> None:
+        """Stop once the study refused its cap of infeasible models (see :func:`hpo.study.infeasible_cap`)."""
+        cap = infeasible_cap(self.budget, self.max_infeasible)
+        if cap is None or state.infeasible < cap:
+            return
+        reason = (f"worker {self.name} stopped: {state.infeasible} trials were refused before training as "
+                  f"infeasible (cap {self.max_infeasible} per budgeted trial x budget {self.budget}); "
+                  f"{state.finished}/{self.budget} trained. The search space hardly fits the constraints: "
+                  "narrow it (e.g. drop the models that break them) or relax the constraints")
+        self.study.set_user_attr(attrs.WORKER_STOPPED_PREFIX + self.name,
+                                 {"reason": reason, "infeasible": state.infeasible, "cap": cap})
+        raise WorkerGaveUp(reason)
+
     def _is_surplus(self, trial: optuna.Trial) -> bool:
-        ahead = count_trials(self.study, number_below=trial.number)
-        return sum(ahead[s] for s in (*FINISHED, TrialState.RUNNING)) >= self.budget
+        ahead = progress(self.study, number_below=trial.number)
+        return ahead.finished + ahead.running >= self.budget
 
     def _run_one(self, summary: WorkerSummary) -> None:
         trial = self.study.ask()
@@ -200,7 +228,8 @@ class Worker:
             # Another process finished it first (it judged our heartbeat stale): its verdict stands.
             log.warning("[%s] trial %d was already finished elsewhere; result dropped", self.name, trial.number)
             return
-        summary.trials[state.name.lower()] = summary.trials.get(state.name.lower(), 0) + 1
+        kind = "infeasible" if frozen.user_attrs.get(attrs.UNTRAINED) else state.name.lower()
+        summary.trials[kind] = summary.trials.get(kind, 0) + 1
         self._count_failure(trial.number, state, handed_back, frozen)
         if handed_back:
             self.requeue(self.study, frozen)  # handed back: the next worker trains these hyps again

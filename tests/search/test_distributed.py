@@ -259,7 +259,7 @@ def test_workers_survive_a_postgresql_restart(pg_url, toy_data: Path, tmp_path: 
     # Workers that waited out the restart together race for the last slots together: the losers'
     # empty trials are "surplus" (FAIL in Optuna, nothing trained), not failures.
     assert {k: v for k, v in summary.items() if k != "surplus"} == {
-        "finished": 10, "complete": 10, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}, reasons
+        "finished": 10, "complete": 10, "pruned": 0, "infeasible": 0, "failed": 0, "running": 0, "waiting": 0}, reasons
     assert summary["surplus"] == len(reasons) < 3
 
 
@@ -296,7 +296,7 @@ def test_queued_trials_are_claimed_once_on_sqlite(tmp_path: Path) -> None:
 def test_counting_queries_match_the_trials(backend: str, request, tmp_path: Path) -> None:
     """The worker loop counts trials with one query; it must agree with loading every trial."""
     from hpo.storage import open_storage
-    from hpo.study import complete_values, count_trials
+    from hpo.study import StudyProgress, complete_values, count_trials, progress
 
     url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")[0]
     study = optuna.create_study(study_name="c", storage=open_storage(url), direction="maximize")
@@ -310,6 +310,9 @@ def test_counting_queries_match_the_trials(backend: str, request, tmp_path: Path
             study.tell(trial, float("inf") if i == 5 else 0.5 + i)
         elif state != TrialState.RUNNING:
             study.tell(trial, state=state)
+    refused = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # a refused-untrained trial
+    refused.set_user_attr("hpo:untrained", True)
+    study.tell(refused, state=TrialState.PRUNED)
     study.enqueue_trial({"x": 0.5})
 
     expected_values = [(0, 0.5, "/runs/t0"), (3, 3.5, None), (5, float("inf"), "/runs/t5")]
@@ -325,4 +328,8 @@ def test_counting_queries_match_the_trials(backend: str, request, tmp_path: Path
             if below is None or t.number < below:
                 expected[t.state] += 1
         assert count_trials(study, number_below=below) == expected
+        untrained = sum(t.number == refused.number for t in full if below is None or t.number < below)
+        assert progress(study, number_below=below) == StudyProgress(
+            expected[TrialState.COMPLETE], expected[TrialState.PRUNED] - untrained, expected[TrialState.FAIL],
+            expected[TrialState.RUNNING], expected[TrialState.WAITING], infeasible=untrained)
     assert sorted(complete_values(study, "hpo:dir")) == expected_values

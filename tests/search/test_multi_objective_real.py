@@ -1,6 +1,7 @@
 """One tiny real multi-objective study on CPU: real Ultralytics trainings (imgsz 64, 1 epoch) through
 `hpo launch`, fitness against CPU latency with a weights_mb constraint; it ends with a non-empty
-Pareto front and a front plot."""
+Pareto front and a front plot; `hpo retrain --front --by latency_ms` retrains the front and picks the
+fastest feasible model, and `hpo export --final` says so."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ def test_tiny_real_multi_objective_study(tmp_path, toy_data) -> None:
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "rep" / "pareto_front.png").stat().st_size > 1000
     assert "Pareto front" in (tmp_path / "rep" / "index.html").read_text()
+
+    retrain = subprocess.run(hpo_cmd("retrain", "--study", "mo_real", "--storage", url, "--front", "--by", "latency_ms",
+                                     "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--artifacts", "off",
+                                     "--device", "cpu", "--json"),
+                             capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    record = json.loads(retrain.stdout)
+    assert "the winner: best latency_ms (minimize) among feasible trials on the full set" in " ".join(retrain.stderr.split())
+    assert record["chosen_by"] == {"metric": "latency_ms", "direction": "minimize", "primary": False,
+                                   "rule": "best latency_ms (minimize) among feasible trials"}
+    ok = [m for m in record["models"] if m["full_value"] is not None and not m["error"]]
+    assert ok and all(m["feasible"] is True and m["costs"]["latency_ms"] > 0 for m in ok)
+    fastest = min(ok, key=lambda m: (m["costs"]["latency_ms"], m["mini_rank"]))
+    assert record["winner"] == fastest["trial"]
+    assert {m["trial"] for m in record["models"]} == {t.number for t in study.best_trials}
+    final = subprocess.run(hpo_cmd("export", "--study", "mo_real", "--storage", url, "--final", "-o", "-"),
+                           capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert f"final model: trial {fastest['trial']}" in final.stdout
+    assert "chosen by best latency_ms (minimize) among feasible trials (hpo retrain)" in final.stdout
