@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark suite and write bench/results.md + bench/results.json.
 
-    python -m bench                          # everything, about an hour on 2 CPU cores
+    python -m bench                          # everything: several hours on 2 CPU cores
     python -m bench --only overhead,scaling  # a subset: the other sections of results.json are kept
     python -m bench --quick                  # smoke run (a few minutes), to bench/.work/quick/
 

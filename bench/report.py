@@ -58,8 +58,8 @@ def render(results: dict[str, Any]) -> str:
         ["(no targets measured)"]
     for sec in results["sections"].values():
         lines += ["", f"## {sec['title']}", ""]
-        meta = f"Run {sec['started']}, {sec['seconds'] / 60:.1f} min, load average {sec.get('load_before')} → " \
-               f"{sec.get('load_after')}."
+        meta = f"Run {sec['started']}, {sec['seconds'] / 60:.1f} min" + (
+            f", load average {sec['load_before']} → {sec.get('load_after')}." if sec.get("load_before") else ".")
         if sec.get("run_id") and sec.get("run_id") != results.get("run_id"):
             meta += " (Measured in an earlier `--only` run than the rest of this file.)"
         lines += [meta, ""]
@@ -82,7 +82,7 @@ def render(results: dict[str, Any]) -> str:
             lines += ["Notes:", ""] + [f"- {n}" for n in sec["notes"]] + [""]
     lines += ["## Reproduce", "",
               "```sh",
-              "make bench                                   # everything (about 1.5 hours on 2 CPU cores)",
+              "make bench                                   # everything (several hours on 2 CPU cores)",
               "make bench BENCH_ARGS='--only overhead,scaling'  # a subset; other sections are kept",
               "make bench BENCH_ARGS='--quick'              # smoke run, a few minutes, written to bench/.work/",
               "```", "",

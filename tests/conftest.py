@@ -29,6 +29,18 @@ def _offline_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
     configure_offline()
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.5 s until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def make_toy_dataset(root: Path, n_train: int = 48, n_val: int = 16, seed: int = 0) -> Path:
     """A tiny two-class YOLO dataset (pink ellipses = pig, dark squares = cow) that trains in seconds."""
     from PIL import Image, ImageDraw

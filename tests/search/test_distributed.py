@@ -21,7 +21,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import hpo_cmd, tiny_spec_dict
+from conftest import hpo_cmd, tiny_spec_dict, wait_for
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
@@ -75,13 +75,6 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pg_workers_share_one_study_exactly(pg_url, toy_data: Path, tmp_path: Path) -> None:

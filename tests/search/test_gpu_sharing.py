@@ -13,9 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -24,7 +22,7 @@ import yaml
 from hpo.errors import HpoError
 from hpo.search.launch import fit_workers_per_gpu, parse_free_mib, parse_workers_per_gpu, query_free_gib
 
-from conftest import hpo_cmd, tiny_spec_dict
+from conftest import hpo_cmd, tiny_spec_dict, wait_for
 
 
 def curve_study(tmp_path: Path, toy_data: Path, **kwargs: object) -> Path:
@@ -34,13 +32,6 @@ def curve_study(tmp_path: Path, toy_data: Path, **kwargs: object) -> Path:
     return path
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 FAKE_MPS = r"""#!/usr/bin/env bash
 # Stand-in for nvidia-cuda-mps-control: records every call; a "daemon" is a control file in the pipe folder.
