@@ -93,7 +93,8 @@ def test_a_resumed_trial_keeps_which_epochs_saw_the_subset(toy_data: Path, tmp_p
     value is still the full-set epoch 3, with best.pt reset to it although epoch 1 ran elsewhere."""
     base = tiny_spec_dict(toy_data, name="vfresume", epochs=3, trials=1, sampler="random")
     base["train"] = {**base["train"], "batch": 2, "nbs": 2}
-    spec = parse_spec({**base, "val_fraction": 0.25})
+    # No base trial: the base hyps are never pruned, so this test's pruner hook would never be asked.
+    spec = parse_spec({**base, "base": {}, "val_fraction": 0.25})
     storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
     settings = create_or_join(storage, spec)
     first_stop = threading.Event()
