@@ -29,6 +29,15 @@ def _offline_ultralytics(tmp_path_factory: pytest.TempPathFactory) -> None:
     configure_offline()
 
 
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of a child that a test sends Ctrl-C: SIGINT back to its default. A test run from a
+    background job (`make test &`, a CI runner) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; a terminal's foreground job has the default."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     """Poll ``predicate`` every 0.5 s until it holds; fail naming ``what`` after ``timeout`` seconds."""
     import time

@@ -28,7 +28,7 @@ from hpo.spec import load_spec, parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_join
 
-from conftest import hpo_cmd, tiny_spec_dict
+from conftest import hpo_cmd, sigint_as_in_a_terminal, tiny_spec_dict
 from test_distributed import PG_ADMIN, curve_study, finished, pg_url, wait_for  # noqa: F401 - pg_url: fixture
 
 CURVE = ("--device", "cpu", "--trainer", "curve")
@@ -69,7 +69,8 @@ def test_ctrl_c_on_launch_hands_every_trial_back_at_once(toy_data: Path, tmp_pat
     args = hpo_cmd("launch", "--study", str(study_file), "--storage", db, *CURVE, "--curve-epoch-seconds", "1",
                    "--workers", "2", "--json")
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, like a shell job
+                            start_new_session=True,  # its own process group, like a shell job
+                            preexec_fn=sigint_as_in_a_terminal)
     study = _load_when_created(db, "ctrlc")
     wait_for(lambda: _training(study, 2), 120, "both workers to train")
     sent = time.time()

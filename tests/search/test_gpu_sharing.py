@@ -22,7 +22,7 @@ import yaml
 from hpo.errors import HpoError
 from hpo.search.launch import fit_workers_per_gpu, parse_free_mib, parse_workers_per_gpu, query_free_gib
 
-from conftest import hpo_cmd, tiny_spec_dict, wait_for
+from conftest import hpo_cmd, sigint_as_in_a_terminal, tiny_spec_dict, wait_for
 
 
 def curve_study(tmp_path: Path, toy_data: Path, **kwargs: object) -> Path:
@@ -136,7 +136,8 @@ def test_ctrl_c_stops_the_workers_then_the_daemon_launch_started(toy_data: Path,
                                     "--workers-per-gpu", "2", "--trainer", "curve", "--curve-epoch-seconds", "1",
                                     "--json"),
                             cwd=tmp_path, env=_env(tmp_path, "mpsint", fake), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         storage = optuna.storages.RDBStorage(db)
         wait_for(lambda: _running(storage, "mpsint") >= 2 or proc.poll() is not None, 120, "both workers to train")
