@@ -186,58 +186,68 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def render_analysis(results: dict[str, Any]) -> str:
-    """The tables under the curve table: reaching the tuner's median best, bootstrap intervals, pruning."""
-    a = analyse(results)
-    lines: list[str] = []
-    if a["target"] is not None:
-        lines += ["", f"Epochs to reach `model.tune()`'s final median best ({a['target']:.4f}; the tuner "
-                      f"trains a median {a['target_epochs']:.0f} epochs per run); final best against the tuner's "
-                      "(difference of medians, 95 % bootstrap interval):", "",
-                  "| arm | runs reaching it | median epochs to reach it | of the tuner's epochs | "
-                  "final best − tuner's [95 % CI] |", "|---|---|---|---|---|"]
-        for arm, row in a["arms"].items():
-            rm = row.get("reach_median")
-            reach = "-" if rm is None else ("never" if rm == float("inf") else f"{rm:.0f}")
-            frac = f"{row['reach_fraction']:.0%}" if row.get("reach_fraction") not in (None, float("inf")) else "-"
-            diff = row.get("vs_baseline")
-            lines.append(f"| {arm} | {row.get('reached', '-')}/{row['runs']} | {reach} | {frac} | "
-                         + ("-" if diff is None else f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]") + " |")
-    if a.get("pruning"):
-        pr = a["pruning"]
-        d = pr["best_diff"]
-        lines += ["", f"Pruning savings, `ga` with Hyperband against `ga` without, same seeds: "
-                      f"{pr['epochs_saved']:.0%} fewer epochs; best with − without: {d[0]:+.4f} "
-                      f"[{d[1]:+.4f}, {d[2]:+.4f}] (95 % bootstrap interval).", "",
-                  "| seed | epochs with / without | best with / without |", "|---|---|---|"]
-        for p in pr["pairs"]:
-            lines.append(f"| {p['seed']} | {p['pruned_epochs']} / {p['full_epochs']} | "
-                         f"{fmt_num(p['pruned_best'], 4)} / {fmt_num(p['full_best'], 4)} |")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def render(results: dict[str, Any]) -> str:
-    """The comparison table: median [min-max] best-so-far at fractions of the no-pruning budget."""
+def result_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's tables ({title, columns, rows}): best-so-far at fractions of the no-pruning budget,
+    reaching the tuner's median best with bootstrap intervals, and pruning's savings on the same seeds.
+    One source for the run's own OUT.md and for its bench section."""
     spec = results["spec"]
     budget = spec["train"]["epochs"] * spec["trials"]
     marks = sorted({max(1, round(budget * f)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
-    lines = [f"Fine-tuning search benchmark ({results['device']}, {results['finished']}, {results['seconds'] / 60:.1f} min): "
-             f"{spec['trials']} trials × {spec['train']['epochs']} epochs per study, seeds "
-             f"{', '.join(map(str, results['seeds']))}, {results['jobs']} studies side by side.", "",
-             "| arm | runs | " + " | ".join(f"≤ {m} ep" for m in marks) + " | final best | epochs used | wall (min) |",
-             "|" + "---|" * (len(marks) + 5)]
+    rows = []
     for arm in results["arms"]:
         ok = [r for r in results["runs"] if r.get("arm") == arm and not r.get("error")]
-        if not ok:
-            continue
-        cells = [fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks]
-        lines.append(f"| {arm} | {len(ok)} | " + " | ".join(cells) + f" | {fmt_stat(stat([r['best'] for r in ok]), 4)} | "
-                     f"{fmt_stat(stat([r['epochs'] for r in ok]), 0)} | {fmt_stat(stat([r['wall_s'] / 60 for r in ok]), 1)} |")
-    cut = [r["key"] for r in results["runs"] if r.get("truncated")]
-    if cut:
-        lines += ["", f"Stopped at the deadline (trials finished by then are counted): {', '.join(sorted(cut))}."]
-    errors = [f"- {r['key']}: {r['error'][:300]}" for r in results["runs"] if r.get("error")]
-    return "\n".join(lines + ([""] + ["Failed:"] + errors if errors else [])) + "\n" + render_analysis(results)
+        if ok:
+            rows.append([arm, str(len(ok)), *[fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks],
+                         fmt_stat(stat([r["best"] for r in ok]), 4), fmt_stat(stat([r["epochs"] for r in ok]), 0),
+                         fmt_stat(stat([r["wall_s"] / 60 for r in ok]), 1)])
+    tables = [{"title": "Best-so-far objective at cumulative epochs: median [min–max] over seeds",
+               "columns": ["arm", "runs", *[f"≤ {m} ep" for m in marks], "final best", "epochs used", "wall (min)"],
+               "rows": rows}]
+    a = analyse(results)
+    if a["target"] is not None:
+        arows = []
+        for arm, row in a["arms"].items():
+            rm = row.get("reach_median")
+            diff = row.get("vs_baseline")
+            arows.append([arm, f"{row.get('reached', '-')}/{row['runs']}",
+                          "-" if rm is None else ("never" if rm == float("inf") else f"{rm:.0f}"),
+                          f"{row['reach_fraction']:.0%}" if row.get("reach_fraction") not in (None, float("inf")) else "-",
+                          "-" if diff is None else f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]"])
+        tables.append({"title": f"Reaching `model.tune()`'s final median best ({a['target']:.4f}; the tuner trains "
+                                f"{a['target_epochs']:.0f} epochs per run)",
+                       "columns": ["arm", "runs reaching it", "median epochs to reach it", "of the tuner's epochs",
+                                   "final best − tuner's, 95 % bootstrap CI"], "rows": arows})
+    if a.get("pruning"):
+        pr = a["pruning"]
+        d = pr["best_diff"]
+        tables.append({"title": f"Pruning savings, `ga` + Hyperband vs `ga` without pruning, same seeds: "
+                                f"{pr['epochs_saved']:.0%} fewer epochs, best with − without {d[0]:+.4f} "
+                                f"[{d[1]:+.4f}, {d[2]:+.4f}]",
+                       "columns": ["seed", "epochs with / without", "best with / without"],
+                       "rows": [[str(p["seed"]), f"{p['pruned_epochs']} / {p['full_epochs']}",
+                                 f"{fmt_num(p['pruned_best'], 4)} / {fmt_num(p['full_best'], 4)}"] for p in pr["pairs"]]})
+    return tables
+
+
+def result_notes(results: dict[str, Any]) -> list[str]:
+    """Studies cut at the deadline and studies that failed."""
+    cut = sorted(r["key"] for r in results["runs"] if r.get("truncated"))
+    notes = [f"Stopped at the deadline (trials finished by then are counted): {', '.join(cut)}."] if cut else []
+    return notes + [f"Failed: {r['key']}: {r['error'][:300]}" for r in results["runs"] if r.get("error")]
+
+
+def render(results: dict[str, Any]) -> str:
+    """OUT.md: one line on the run, then :func:`result_tables` and :func:`result_notes` as Markdown."""
+    from bench.report import markdown_table
+
+    spec = results["spec"]
+    lines = [f"Fine-tuning search benchmark ({results['device']}, {results['finished']}, {results['seconds'] / 60:.1f} min): "
+             f"{spec['trials']} trials × {spec['train']['epochs']} epochs per study, seeds "
+             f"{', '.join(map(str, results['seeds']))}, {results['jobs']} studies side by side."]
+    for table in result_tables(results):
+        lines += ["", f"**{table['title']}**", "", *markdown_table(table["columns"], table["rows"])]
+    notes = result_notes(results)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,47 +382,11 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
         f"{results['device']}, {results['jobs']} studies side by side (1 torch thread each). "
         "Cumulative epochs = epochs trained, pruned trials counting the epochs they ran.",
     ]
-    budget = t["epochs"] * spec["trials"]
-    marks = sorted({max(1, round(budget * f)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)})
-    rows = []
-    for arm in results["arms"]:
-        ok = [r for r in results["runs"] if r.get("arm") == arm and not r.get("error")]
-        if ok:
-            rows.append([arm, len(ok), *[fmt_stat(stat([curve_at(r["curve"], m) for r in ok]), 3) for m in marks],
-                         fmt_stat(stat([r["best"] for r in ok]), 4), fmt_stat(stat([r["epochs"] for r in ok]), 0)])
-    sec.table("Best-so-far objective at cumulative epochs: median [min–max] over seeds",
-              ["arm", "runs", *[f"≤ {m} ep" for m in marks], "final best", "epochs used"], rows)
-    a = analyse(results)
-    if a["target"] is not None:
-        arows = []
-        for arm, row in a["arms"].items():
-            rm = row.get("reach_median")
-            diff = row.get("vs_baseline")
-            arows.append([arm, f"{row.get('reached', '-')}/{row['runs']}",
-                          "-" if rm is None else ("never" if rm == float("inf") else f"{rm:.0f}"),
-                          f"{row['reach_fraction']:.0%}" if row.get("reach_fraction") not in (None, float("inf")) else "-",
-                          "-" if diff is None else f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]"])
-        sec.table(f"Reaching `model.tune()`'s final median best ({a['target']:.4f}; the tuner trains "
-                  f"{a['target_epochs']:.0f} epochs per run)",
-                  ["arm", "runs reaching it", "median epochs to reach it", "of the tuner's epochs",
-                   "final best − tuner's, 95 % bootstrap CI"], arows)
-    if a.get("pruning"):
-        pr = a["pruning"]
-        d = pr["best_diff"]
-        sec.table(f"Pruning savings, `ga` + Hyperband vs `ga` without pruning, same seeds: "
-                  f"{pr['epochs_saved']:.0%} fewer epochs, best with − without {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]",
-                  ["seed", "epochs with / without", "best with / without"],
-                  [[p["seed"], f"{p['pruned_epochs']} / {p['full_epochs']}",
-                    f"{fmt_num(p['pruned_best'], 4)} / {fmt_num(p['full_best'], 4)}"] for p in pr["pairs"]])
+    sec.tables.extend(result_tables(results))
     figure = figure_dir / "finetune_search.png"
     plot(results, figure)
     sec.figures.append(figure.name)
-    cut = sorted(r["key"] for r in results["runs"] if r.get("truncated"))
-    if cut:
-        sec.notes.append(f"Stopped at the deadline (trials finished by then are counted): {', '.join(cut)}.")
-    for r in results["runs"]:
-        if r.get("error"):
-            sec.notes.append(f"Failed: {r['key']}: {r['error'][:300]}")
+    sec.notes.extend(result_notes(results))
     sec.raw = {k: v for k, v in results.items() if k != "runs"}
     sec.raw["runs"] = [{k: v for k, v in r.items() if k != "trials"} for r in results["runs"]]
 

@@ -7,7 +7,7 @@ from typing import Any
 MET = {True: "✅ met", False: "❌ not met", None: "– n/a"}
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return out
@@ -34,7 +34,7 @@ def render(results: dict[str, Any]) -> str:
         "## Machine and versions",
         "",
     ]
-    lines += _table(["", ""], [
+    lines += markdown_table(["", ""], [
         ["CPU", f"{m['cpu']} ({m['cores']} cores, {m['usable_cores']} usable)"],
         ["memory", f"{m['memory_gib']} GiB"],
         ["GPU", m["gpu"]],
@@ -54,7 +54,7 @@ def render(results: dict[str, Any]) -> str:
         if sec.get("error"):
             rows.append([sec["title"].split(" ", 1)[0].rstrip("."), sec["title"], "benchmark failed",
                          MET[None], sec["error"][:200]])
-    lines += _table(["#", "target", "measured (median [min–max])", "verdict", "note"], rows) if rows else \
+    lines += markdown_table(["#", "target", "measured (median [min–max])", "verdict", "note"], rows) if rows else \
         ["(no targets measured)"]
     for sec in results["sections"].values():
         lines += ["", f"## {sec['title']}", ""]
@@ -70,7 +70,7 @@ def render(results: dict[str, Any]) -> str:
         for table in sec.get("tables", []):
             if table.get("title"):
                 lines += [f"**{table['title']}**", ""]
-            lines += _table(table["columns"], table["rows"]) + [""]
+            lines += markdown_table(table["columns"], table["rows"]) + [""]
         for fig in sec.get("figures", []):
             lines += [f"![{sec['title']}]({fig})", ""]
         if sec.get("targets"):

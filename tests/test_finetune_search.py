@@ -32,7 +32,7 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
     base = {r["arm"]: r["trials"][0]["value"] for r in results["runs"]}
     assert base["ga-hyperband"] == pytest.approx(base["ultralytics"], abs=1e-6)
     text = out.with_suffix(".md").read_text()
-    assert "| ga-hyperband | 1 |" in text and "Epochs to reach `model.tune()`'s final median best" in text
+    assert "| ga-hyperband | 1 |" in text and "**Reaching `model.tune()`'s final median best" in text
     assert out.with_suffix(".png").stat().st_size > 10_000
 
     # The same run as a `make bench` section (what --into-results writes into bench/results.json).
