@@ -122,6 +122,7 @@ def read_study(url: str, name: str) -> dict[str, Any]:
                 "start": t.datetime_start.timestamp() if t.datetime_start else None,
                 "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
                 "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason"),
+                "values": [t.intermediate_values[s] for s in sorted(t.intermediate_values)],
             })
     finally:
         storage.engine.dispose()

@@ -68,9 +68,10 @@ RANDOM_POINTS = 6
 RANDOM_SEED = 2026
 
 
-def finetune_spec_dict(data_yaml: Path, weights: Path, problem: dict[str, Any]) -> dict[str, Any]:
-    """studies/finetune.yaml with this machine's data and weights and the problem's training size."""
-    spec = yaml.safe_load(FINETUNE_YAML.read_text())
+def finetune_spec_dict(data_yaml: Path, weights: Path, problem: dict[str, Any],
+                       study_file: Path = FINETUNE_YAML) -> dict[str, Any]:
+    """``study_file`` (studies/finetune.yaml) with this machine's data and weights and the problem's training size."""
+    spec = yaml.safe_load(study_file.read_text())
     spec["data"] = str(data_yaml.resolve())
     spec["weights"] = str(weights.resolve())
     spec["train"].update(problem["train"])
@@ -157,7 +158,7 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
+def spearman(a: list[float], b: list[float]) -> float:
     def ranks(v: list[float]) -> list[float]:
         order = sorted(range(len(v)), key=v.__getitem__)
         r = [0.0] * len(v)
@@ -190,7 +191,7 @@ def analyse(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
         spread = max(vals) - min(vals) if vals else float("nan")
         per_epoch.append({"epoch": e + 1, "noise_std": noise, "spread": spread,
                           "ratio": spread / noise if noise and noise > 0 else float("inf"),
-                          "spearman_vs_final": _spearman(vals, [max(r["values"]) for r in hyps])})
+                          "spearman_vs_final": spearman(vals, [max(r["values"]) for r in hyps])})
     finals_seed = [max(r["values"]) for r in seeds]
     finals = [max(r["values"]) for r in hyps]
     noise = _std(finals_seed)

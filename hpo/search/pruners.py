@@ -9,11 +9,75 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 import optuna
+from optuna.trial import TrialState
+
+from hpo.attrs import BASE_TRIAL
 
 if TYPE_CHECKING:
     from hpo.spec import StudySpec
 
 PrunerFactory = Callable[["StudySpec"], optuna.pruners.BasePruner]
+
+
+class ReferenceCurvePruner(optuna.pruners.BasePruner):
+    """Prune a trial whose best objective so far falls more than ``margin`` behind a reference trial's
+    best at the same epoch.
+
+    Why a reference curve and not Hyperband's ranks: fine-tuning curves are noisy epoch to epoch (a
+    warm-up shakes the pretrained head), so ranking trials on one epoch's value prunes on noise. The
+    best value up to epoch k is what the trial would report if stopped there (the objective is taken
+    at the best epoch), and a margin of the measured seed-to-seed noise keeps trials that only lost a
+    coin toss. References:
+
+    - ``"base"``: the base hyps' trial (what a user gets without a search); prunes the hyps that
+      break the pretrained model (too high a learning rate, too strong augmentation) and nothing else.
+    - ``"incumbent"``: the best finished trial; prunes every trial already out of reach of the best.
+
+    A reference still training counts up to the epochs it has reached, so the first workers of a
+    study need not wait for it to finish; no reference at an epoch means no pruning there.
+    """
+
+    def __init__(self, reference: str, margin: float = 0.0, min_epochs: int = 1) -> None:
+        if reference not in ("base", "incumbent"):
+            raise ValueError(f"reference must be 'base' or 'incumbent', not {reference!r}")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, not {margin}")
+        self.reference, self.margin, self.min_epochs = reference, margin, min_epochs
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.min_epochs or trial.user_attrs.get(BASE_TRIAL):
+            return False
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        reference = self._reference(study, trial, maximize)
+        if reference is None or max(reference.intermediate_values) < step:
+            return False  # no reference at this epoch (yet)
+        ref_best = _best_up_to(reference.intermediate_values, step, maximize)
+        own_best = _best_up_to(trial.intermediate_values, step, maximize)
+        if ref_best is None or own_best is None:
+            return False
+        return own_best < ref_best - self.margin if maximize else own_best > ref_best + self.margin
+
+    def _reference(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                   maximize: bool) -> optuna.trial.FrozenTrial | None:
+        others = [t for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and t.intermediate_values]
+        if self.reference == "base":
+            # A base trial retried after its worker died: the copy that got furthest.
+            bases = [t for t in others if t.user_attrs.get(BASE_TRIAL)
+                     and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
+            return max(bases, key=lambda t: max(t.intermediate_values), default=None)
+        done = [t for t in others if t.state == TrialState.COMPLETE and t.value is not None]
+        pick = max if maximize else min
+        return pick(done, key=lambda t: t.value, default=None)
+
+
+def _best_up_to(values: dict[int, float], step: int, maximize: bool) -> float | None:
+    """The best intermediate value at epochs <= ``step`` (NaN ignored); None if there is none."""
+    seen = [v for s, v in values.items() if s <= step and v == v]
+    if not seen:
+        return None
+    return max(seen) if maximize else min(seen)
 
 
 def _hyperband(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -30,6 +94,19 @@ def _successive_halving(spec: StudySpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.prune_after, reduction_factor=3)
 
 
+def _margin(spec: StudySpec) -> float:
+    # The measured seed-to-seed noise (`noise.std`): a trial is only behind when it is behind by more.
+    return spec.noise.std if spec.noise is not None else 0.0
+
+
+def _base(spec: StudySpec) -> optuna.pruners.BasePruner:
+    return ReferenceCurvePruner("base", margin=_margin(spec), min_epochs=spec.prune_after)
+
+
+def _incumbent(spec: StudySpec) -> optuna.pruners.BasePruner:
+    return ReferenceCurvePruner("incumbent", margin=_margin(spec), min_epochs=spec.prune_after)
+
+
 def _none(spec: StudySpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
@@ -39,6 +116,8 @@ PRUNERS: dict[str, PrunerFactory] = {
     "hyperband": _hyperband,
     "median": _median,
     "sha": _successive_halving,
+    "base": _base,
+    "incumbent": _incumbent,
     "none": _none,
 }
 
