@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail, write_json
+from bench.finetune import CHOSEN
 
 ARMS = ("ga-none", "ga-hyperband", "ga-base", "ga-incumbent", "tpe-hyperband", "random-hyperband", "ultralytics")
-#: The problem (bench/finetune.py's PROBLEMS) and study file benchmark 4 runs: the demo's, P1. P2 (night
-#: IR frames, studies/finetune.yaml) failed the >= 5x test with the committed weights: hyp spread 0.49
-#: against a seed std of 0.124 (4x); P1: 0.68 against 0.042 (16x), and its early epochs rank hyps.
-PROBLEM = "P1"
+#: The study file benchmark 4 runs, on bench/finetune.py's chosen problem (P1): the demo's.
 STUDY_FILE = REPO / "studies" / "demo.yaml"
 #: Arms that prune get this many times the tuner's trials: compared per epoch, a pruned trial is cheaper.
 PRUNED_TRIALS_FACTOR = 1.5
@@ -355,14 +353,14 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
     from hpo.offline import configure_offline
 
     configure_offline()
-    from bench.finetune import PROBLEMS, ensure_target, finetune_spec_dict
+    from bench.finetune import chosen_problem, ensure_target, finetune_spec_dict
     from bench.pretrain import COMMITTED, COMMITTED_RECORD, pretrain
 
     device = "0" if gpu else "cpu"
     jobs = jobs or (8 if gpu else 2)
     workdir = Path(workdir).resolve()
     out = (out or workdir / ("finetune_search_quick" if quick else "finetune_search")).resolve()
-    problem = next(p for p in PROBLEMS if p["name"] == PROBLEM)
+    problem = chosen_problem()
     arms = list(arms or ARMS)
     seeds = list(seeds if seeds is not None else (0, 1, 2, 3, 4))
     if quick:
@@ -436,7 +434,7 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
     t = spec["train"]
     noise = spec.get("noise") or {}
     sec.setup = [
-        f"Problem: the demo's (`studies/demo.yaml`, problem {PROBLEM} of section 8): the committed pasture-pretrained "
+        f"Problem: the demo's (`studies/demo.yaml`, problem {CHOSEN} of section 8): the committed pasture-pretrained "
         f"yolov5n-p6 fine-tuned {t['epochs']} epochs at {t['imgsz']} px on the farm twin (128 training images, 64 "
         "validation), 10 hyps searched. Objective: 0.1 mAP50 + 0.9 mAP50-95 at the trial's best epoch; training "
         "seed 0 in every trial of every arm (trial 0 = the base hyps gives the same value in all arms). Seed-to-seed "
