@@ -1,9 +1,9 @@
 """Benchmark 4 redone on the fine-tuning problem: best-so-far objective vs cumulative epochs.
 
-Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' own tuner): the GA
-without pruning (the contest's YOLOv5 evolve), the GA with each pruner (Hyperband, and the
-reference-curve pruners ``base`` and ``incumbent``), ``tpe`` and ``random`` with Hyperband, and
-Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on the demo's
+Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' own tuner), named
+``SAMPLER-PRUNER``: the GA without pruning (the contest's YOLOv5 evolve) and with Hyperband, TPE
+without pruning, with Hyperband and with the ``base`` reference-curve pruner, random with ``base``,
+and Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on the demo's
 problem (``studies/demo.yaml``, problem P1 of :mod:`bench.finetune`): the pasture-pretrained
 yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on the farm twin. Arms that prune get
 :data:`PRUNED_TRIALS_FACTOR` times the trials, and every arm is compared within the epochs the tuner
@@ -33,7 +33,7 @@ from typing import Any
 from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail, write_json
 from bench.finetune import CHOSEN
 
-ARMS = ("ga-none", "ga-hyperband", "ga-base", "ga-incumbent", "tpe-hyperband", "random-hyperband", "ultralytics")
+ARMS = ("ga-none", "ga-hyperband", "tpe-none", "tpe-hyperband", "tpe-base", "random-base", "ultralytics")
 #: The study file benchmark 4 runs, on bench/finetune.py's chosen problem (P1): the demo's.
 STUDY_FILE = REPO / "studies" / "demo.yaml"
 #: Arms that prune get this many times the tuner's trials: compared per epoch, a pruned trial is cheaper.
@@ -159,10 +159,11 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
             row["vs_baseline"] = bootstrap_median_diff(within, [r["best"] for r in base_runs])
         out["arms"][arm] = row
     out["pruning"] = {}
-    by_seed = {r["seed"]: r for r in ok.get("ga-none", [])}
     n = spec["trials"]
     for arm, runs in ok.items():
-        if not arm.startswith("ga-") or arm == "ga-none":
+        sampler, _, pruner = arm.partition("-")
+        by_seed = {r["seed"]: r for r in ok.get(f"{sampler}-none", [])}
+        if not pruner or pruner == "none" or not by_seed:
             continue
         pairs = []
         for r in runs:
@@ -176,7 +177,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
                           "pruned_best": mine["best"], "full_best": full["best"], "pruned": mine["pruned"]})
         if pairs:
             out["pruning"][arm] = {
-                "pairs": pairs, "trials": n,
+                "pairs": pairs, "trials": n, "against": f"{sampler}-none",
                 "epochs_saved": 1 - sum(p["pruned_epochs"] for p in pairs) / sum(p["full_epochs"] for p in pairs),
                 "best_diff": bootstrap_median_diff([p["pruned_best"] for p in pairs], [p["full_best"] for p in pairs])}
     # Rank correlation of each epoch's objective with the trial's final value, over the trials that
@@ -270,14 +271,14 @@ def result_tables(results: dict[str, Any]) -> list[dict[str, Any]]:
         prow = []
         for arm, pr in a["pruning"].items():
             d = pr["best_diff"]
-            prow.append([arm, str(sum(p["pruned"] for p in pr["pairs"])),
+            prow.append([f"{arm} vs {pr['against']}", str(sum(p["pruned"] for p in pr["pairs"])),
                          f"{sum(p['pruned_epochs'] for p in pr['pairs'])} / {sum(p['full_epochs'] for p in pr['pairs'])}",
                          f"{pr['epochs_saved']:.0%}", f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}]",
                          ", ".join(f"{fmt_num(p['pruned_best'], 3)}/{fmt_num(p['full_best'], 3)}" for p in pr["pairs"])])
         n = next(iter(a["pruning"].values()))["trials"]
-        tables.append({"title": f"Pruning savings: the GA with each pruner against the GA without, first {n} trials "
-                                "of the same seeds",
-                       "columns": ["arm", "trials pruned", "epochs with / without", "fewer epochs",
+        tables.append({"title": f"Pruning savings: each sampler with a pruner against the same sampler without, "
+                                f"first {n} trials of the same seeds",
+                       "columns": ["arms", "trials pruned", "epochs with / without", "fewer epochs",
                                    "best with − without, 95 % bootstrap CI", "best with/without per seed"],
                        "rows": prow})
     if a.get("spearman"):

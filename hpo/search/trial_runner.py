@@ -266,7 +266,9 @@ class TrialRunner:
                     trial.set_user_attr(attrs.VAL_IMAGES, record.val_images)
             if trial is not None and not self.spec.multi_objective:  # Optuna prunes single objectives only
                 trial.report(value, step)
-                if prunable and trial.should_prune():
+                # Never after the last epoch: every epoch is paid for, and pruning would only throw the
+                # finished trial's value away (a reference-curve pruner may find it behind there).
+                if prunable and step < trainer.epochs and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {step} ({metric}={value:.5f})")
 
         def on_pretrain_routine_start(trainer: Any) -> None:

@@ -52,6 +52,11 @@ def test_trial_reports_every_epoch_and_is_pruned(toy_data: Path, tmp_path: Path)
     assert base.state == TrialState.COMPLETE and sorted(base.intermediate_values) == [1, 2, 3]
     assert base.value == done.value  # deterministic: the same hyps, seed and data as trial 0
 
+    # A pruner that would stop a trial only at its last epoch is not asked there: the epochs are paid.
+    study.pruner = optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=3)
+    study.optimize(runner, n_trials=1)
+    assert study.trials[3].state == TrialState.COMPLETE and sorted(study.trials[3].intermediate_values) == [1, 2, 3]
+
 
 def test_failing_trials_are_recorded_and_the_worker_goes_on(toy_data: Path, tmp_path: Path) -> None:
     """A crash (bad model file) and a NaN loss are FAIL with a reason; the budget is still met."""
