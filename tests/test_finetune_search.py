@@ -1,7 +1,8 @@
 """Benchmark 4 on the fine-tuning problem (bench/finetune_search.py) still runs: `--quick` sizes.
 
-A smoke test, not a measurement: one seed, `ga` with the `base` pruner (5 trials: pruning arms get 1.5x)
-and Ultralytics' own tuner (3 trials), 2 epochs each, on the quick pretraining recipe; it checks the results, the table, the analysis and the plot.
+A smoke test, not a measurement: one seed, `random` with the `base` pruner (the demo's search; 5 trials:
+pruning arms get 1.5x) and Ultralytics' own tuner (3 trials), 2 epochs each, on the quick pretraining
+recipe; it checks the results, the table, the analysis and the plot.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=880)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.with_suffix(".json").read_text())
-    assert results["complete"] and {r["arm"] for r in results["runs"]} == {"ga-base", "ultralytics"}
+    assert results["complete"] and {r["arm"] for r in results["runs"]} == {"random-base", "ultralytics"}
     for run in results["runs"]:
         assert not run.get("error"), run
-        assert len(run["trials"]) == (5 if run["arm"] == "ga-base" else 3) and run["epochs"] == sum(t["epochs"] for t in run["trials"])
+        assert len(run["trials"]) == (5 if run["arm"] == "random-base" else 3)
+        assert run["epochs"] == sum(t["epochs"] for t in run["trials"])
         assert run["curve"][-1][0] == run["epochs"] and run["best"] is not None
     # Trial 0 of both is the base hyps with the same training seed: the same value on both sides.
     base = {r["arm"]: r["trials"][0]["value"] for r in results["runs"]}
-    assert base["ga-base"] == pytest.approx(base["ultralytics"], abs=1e-6)
+    assert base["random-base"] == pytest.approx(base["ultralytics"], abs=1e-6)
     assert all(len(t["values"]) == t["epochs"] for r in results["runs"] for t in r["trials"])
     text = out.with_suffix(".md").read_text()
-    assert "| ga-base | 1 |" in text and "**Reaching `model.tune()`'s final median best" in text
+    assert "| random-base | 1 |" in text and "**Reaching `model.tune()`'s final median best" in text
     assert out.with_suffix(".png").stat().st_size > 10_000
 
     # The same run as a `make bench` section (what --into-results writes into bench/results.json).
