@@ -367,7 +367,6 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
     if quick:
         problem = {**problem, "train": {**problem["train"], "epochs": 2}}
         arms, seeds = [a for a in arms if a in ("random-base", "ultralytics")], [0]
-    if quick:
         rec = pretrain(quick=True, root=workdir / "pretrained", device=device, log=say)
     else:  # the demo's own checkpoint, on any device: its noise floor was measured on exactly these weights
         rec = {**json.loads(COMMITTED_RECORD.read_text()), "weights": str(COMMITTED)}

@@ -49,8 +49,8 @@ class ReferenceCurvePruner(optuna.pruners.BasePruner):
         if step is None or step < self.min_epochs or trial.user_attrs.get(BASE_TRIAL):
             return False
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        reference = self._reference(study, trial, maximize)
-        if reference is None or max(reference.intermediate_values) < step:
+        reference = self._reference(study, trial)
+        if reference is None or not reference.intermediate_values or max(reference.intermediate_values) < step:
             return False  # no reference at this epoch (yet)
         ref_best = _best_up_to(reference.intermediate_values, step, maximize)
         own_best = _best_up_to(trial.intermediate_values, step, maximize)
@@ -58,18 +58,16 @@ class ReferenceCurvePruner(optuna.pruners.BasePruner):
             return False
         return own_best < ref_best - self.margin if maximize else own_best > ref_best + self.margin
 
-    def _reference(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                   maximize: bool) -> optuna.trial.FrozenTrial | None:
-        others = [t for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and t.intermediate_values]
-        if self.reference == "base":
-            # A base trial retried after its worker died: the copy that got furthest.
-            bases = [t for t in others if t.user_attrs.get(BASE_TRIAL)
-                     and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
-            return max(bases, key=lambda t: max(t.intermediate_values), default=None)
-        done = [t for t in others if t.state == TrialState.COMPLETE and t.value is not None]
-        pick = max if maximize else min
-        return pick(done, key=lambda t: t.value, default=None)
+    def _reference(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial | None:
+        if self.reference == "incumbent":
+            try:
+                return study.best_trial  # one storage query, not every trial (asked after every epoch)
+            except ValueError:  # no complete trial yet
+                return None
+        # A base trial retried after its worker died: the copy that got furthest.
+        bases = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                 if t.number != trial.number and t.user_attrs.get(BASE_TRIAL) and t.intermediate_values]
+        return max(bases, key=lambda t: max(t.intermediate_values), default=None)
 
 
 def _best_up_to(values: dict[int, float], step: int, maximize: bool) -> float | None:
