@@ -3,7 +3,8 @@
 Arms (each a fresh SQLite study and one ``hpo worker`` process, or Ultralytics' own tuner), named
 ``SAMPLER-PRUNER``: the GA without pruning (the contest's YOLOv5 evolve) and with Hyperband, TPE
 without pruning, with Hyperband and with the ``base`` reference-curve pruner, random with ``base``,
-and Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`), each over several seeds, on the demo's
+and Ultralytics' ``model.tune()`` GA (:mod:`bench.ultra_tune`); ``ga_bounded-PRUNER`` is the GA with
+Ultralytics 8.4's bounded mutation (:data:`SAMPLER_VARIANTS`). Each over several seeds, on the demo's
 problem (``studies/demo.yaml``, problem P1 of :mod:`bench.finetune`): the pasture-pretrained
 yolov5n-p6 (:mod:`bench.pretrain`) fine-tuned on the farm twin. Arms that prune get
 :data:`PRUNED_TRIALS_FACTOR` times the trials, and every arm is compared within the epochs the tuner
@@ -34,6 +35,10 @@ from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_meas
 from bench.finetune import CHOSEN
 
 ARMS = ("ga-none", "ga-hyperband", "tpe-none", "tpe-hyperband", "tpe-base", "random-base", "ultralytics")
+#: Arm sampler names beyond hpo's registry: the GA with a study file's ``ga:`` settings.
+SAMPLER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ga_bounded": ("ga", {"mutation": "bounded"}),  # Ultralytics 8.4's step, YOLOv5's parent selection
+}
 #: The study file benchmark 4 runs, on bench/finetune.py's chosen problem (P1): the demo's.
 STUDY_FILE = REPO / "studies" / "demo.yaml"
 #: Arms that prune get this many times the tuner's trials: compared per epoch, a pruned trial is cheaper.
@@ -72,7 +77,9 @@ def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: 
         from hpo.storage import open_storage
         from hpo.study import create_or_join
 
-        sampler, pruner = arm.split("-")
+        sampler, pruner, ga = arm_parts(arm)
+        if ga:
+            spec = {**spec, "ga": ga}
         url = f"sqlite:///{d / 'hpo.db'}"
         storage = open_storage(url)
         create_or_join(storage, parse_spec(spec), sampler=sampler, pruner=pruner, budget=trials_for(arm, spec))
@@ -89,6 +96,13 @@ def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: 
                 "truncated": truncated})
     say(f"{key}: {out['epochs']} epochs, best {fmt_num(out['best'], 4)}, {out['wall_s']:.0f} s")
     return out
+
+
+def arm_parts(arm: str) -> tuple[str, str, dict[str, Any]]:
+    """(sampler of hpo's registry, pruner, the study file's ``ga:`` settings) of an arm ``NAME-PRUNER``."""
+    name, _, pruner = arm.partition("-")
+    sampler, ga = SAMPLER_VARIANTS.get(name, (name, {}))
+    return sampler, pruner, ga
 
 
 def trials_for(arm: str, spec: dict[str, Any]) -> int:
@@ -170,7 +184,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
             other = by_seed.get(r["seed"])
             if other is None:
                 continue
-            mine, full = first_trials(r, n), first_trials(other, n)
+            mine, full = first_trials(r, n, spec["train"]["epochs"]), first_trials(other, n, spec["train"]["epochs"])
             if mine["best"] is None or full["best"] is None:
                 continue
             pairs.append({"seed": r["seed"], "pruned_epochs": mine["epochs"], "full_epochs": full["epochs"],
@@ -183,7 +197,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
     # Rank correlation of each epoch's objective with the trial's final value, over the trials that
     # trained every epoch in the arms that never prune (pruned trials would bias it).
     epochs = spec["train"]["epochs"]
-    full = [t for arm in ("ga-none", baseline) for r in ok.get(arm, []) for t in r["trials"]
+    full = [t for arm in ("ga-none", baseline) for r in ok.get(arm, []) for t in r.get("trials", [])
             if t["state"] == "COMPLETE" and len(t.get("values") or []) == epochs and t["value"] is not None]
     if len(full) >= 3:
         finals = [t["value"] for t in full]
@@ -192,12 +206,40 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
     return out
 
 
-def first_trials(run: dict[str, Any], n: int) -> dict[str, Any]:
-    """Epochs, best value and trials pruned over the run's first ``n`` finished trials."""
+def first_trials(run: dict[str, Any], n: int, epochs: int | None = None) -> dict[str, Any]:
+    """Epochs, best value and trials pruned over the run's first ``n`` finished trials.
+
+    A run kept in bench/results.json has its curve but not its trials: the curve has one point per
+    trial (cumulative epochs, best so far), which gives the same epochs and best; a trial that trained
+    fewer than ``epochs`` epochs counts as pruned there.
+    """
+    if "trials" not in run:
+        points = run["curve"][:n]
+        ran = [b[0] - a[0] for a, b in zip([[0, None]] + points[:-1], points)]
+        return {"epochs": points[-1][0] if points else 0, "best": points[-1][1] if points else None,
+                "pruned": sum(e < (epochs or max(ran, default=0)) for e in ran)}
     trials = run["trials"][:n]
     values = [t["value"] for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     return {"epochs": sum(t["epochs"] for t in trials), "best": max(values) if values else None,
             "pruned": sum(t["state"] == "PRUNED" for t in trials)}
+
+
+def merge(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with the arms of an ``earlier`` run on the same problem that it lacks (its runs too).
+
+    So a follow-up run of a few arms (``--arms``) is compared with the whole earlier benchmark without
+    redoing it; the earlier runs may come from bench/results.json (curves, no trials).
+    """
+    earlier = earlier.get("raw", earlier)  # a bench section or a run's JSON
+    if earlier["spec"] != results["spec"]:
+        changed = sorted(k for k in {*earlier["spec"], *results["spec"]}
+                         if earlier["spec"].get(k) != results["spec"].get(k))
+        raise ValueError(f"the earlier run is of another problem (spec differs in {', '.join(changed)})")
+    extra = [a for a in earlier["arms"] if a not in results["arms"]]
+    return {**results, "arms": [*results["arms"], *extra],
+            "runs": [*results["runs"], *(r for r in earlier["runs"] if r.get("arm") in extra)],
+            "merged": [*results.get("merged", []), {"finished": earlier["finished"], "arms": extra,
+                                                    "seeds": earlier["seeds"], "device": earlier["device"]}]}
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
@@ -330,15 +372,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="put an earlier run's JSON into bench/results.json and results.md as section "
                         "`finetune_search` (a run of hours need not be redone by `make bench`)")
     p.add_argument("--note", action="append", default=[], help="with --into-results: a note under the section")
+    p.add_argument("--merge", type=Path, default=None, metavar="JSON",
+                   help="with --render/--into-results: add the arms this run lacks from an earlier run's JSON "
+                        "(or bench/results.json, whose finetune_search section is used) on the same problem")
     args = p.parse_args(argv)
+    if args.render or args.into_results:
+        results = json.loads((args.render or args.into_results).read_text())
+        if args.merge:
+            earlier = json.loads(args.merge.read_text())
+            results = merge(results, earlier["sections"][FinetuneSearch.NAME] if "sections" in earlier else earlier)
     if args.render:
-        results = json.loads(args.render.read_text())
         args.render.with_suffix(".md").write_text(render(results))
         plot(results, args.render.with_suffix(".png"))
         print(render(results))
         return 0
     if args.into_results:
-        return into_results(json.loads(args.into_results.read_text()), notes=args.note)
+        return into_results(results, notes=args.note)
     results = run_search(gpu=args.gpu, quick=args.quick, seeds=[int(x) for x in args.seeds.split(",")],
                          arms=[a for a in args.arms.split(",") if a], trials=args.trials, jobs=args.jobs,
                          workdir=args.workdir, out=args.out, deadline=args.deadline)

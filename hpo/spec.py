@@ -169,6 +169,23 @@ class NoiseSpec(_Strict):
     source: str = Field(default="", description="how and where it was measured")
 
 
+class GASpec(_Strict):
+    """Settings of the ``ga`` sampler (YOLOv5's evolve GA); other samplers ignore them.
+
+    The defaults are YOLOv5's: one parent from the top 5, multiplicative mutation. ``mutation:
+    bounded`` takes Ultralytics 8.4's step instead, a share of each gene's range (see
+    :mod:`hpo.search.samplers.ga`).
+    """
+
+    mutation: Literal["yolov5", "bounded"] = Field(default="yolov5", description="yolov5: multiplicative "
+                                                   "(the contest's); bounded: a share of the gene's range")
+    top_n: int = Field(default=5, gt=0, description="the best trials one parent is drawn from")
+    mutation_prob: float | None = Field(default=None, gt=0, le=1, description="chance that a gene moves "
+                                        "(default 0.8 for yolov5, 0.5 for bounded)")
+    sigma: float = Field(default=0.2, gt=0, description="step scale: of the factor (yolov5), of the range "
+                         "(bounded)")
+
+
 class Retrain(_Strict):
     data: str | None = Field(default=None, description="data yaml of the full set; default: the study's")
     epochs: int | None = Field(default=None, gt=0)
@@ -222,6 +239,7 @@ class StudySpec(_Strict):
                                 "value the trial reports, always validates on all of them")
     trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
     noise: NoiseSpec | None = Field(default=None, description="the objective's seed-to-seed noise, measured")
+    ga: GASpec = Field(default=GASpec(), description="settings of the ga sampler")
     retrain: Retrain = Retrain()
 
     @model_validator(mode="before")

@@ -49,3 +49,18 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
     assert titles[1].startswith("Reaching `model.tune()`'s final median best") and "6 epochs per run" in titles[1]
     assert any(t.startswith("Does epoch k rank hyps?") for t in titles)
     assert (tmp_path / "finetune_search.png").is_file() and sec.raw["runs"] and "trials" not in sec.raw["runs"][0]
+
+    # A follow-up run of some arms merges with an earlier run kept in bench/results.json (curves, no
+    # trials): pruning figures from the curves equal those from the trials.
+    from bench.finetune_search import analyse, first_trials, merge
+
+    kept = {r["arm"]: r for r in sec.raw["runs"]}
+    for run in results["runs"]:
+        for n in (1, 3, len(run["trials"])):
+            assert first_trials(kept[run["arm"]], n, 2) == first_trials(run, n, 2)
+    follow_up = {**results, "arms": ["random-base"], "runs": [r for r in results["runs"] if r["arm"] == "random-base"]}
+    merged = merge(follow_up, {"sections": {}, **sec.to_dict()}["raw"])
+    assert merged["arms"] == ["random-base", "ultralytics"] and merged["merged"][0]["arms"] == ["ultralytics"]
+    assert analyse(merged)["arms"] == analyse(results)["arms"]
+    with pytest.raises(ValueError, match="another problem .*trials"):
+        merge(follow_up, {**sec.raw, "spec": {**sec.raw["spec"], "trials": 99}})

@@ -73,6 +73,9 @@ CASES = [
     (lambda d: d["train"].update(compile=3), "train.compile: 3 is not a boolean or a torch.compile mode"),
     (lambda d: d.update(val_fraction=0), "val_fraction: Input should be greater than 0"),
     (lambda d: d.update(val_fraction=1.5), "val_fraction: Input should be less than or equal to 1"),
+    (lambda d: d.update(ga={"mutation": "gaussian"}), "ga.mutation: Input should be 'yolov5' or 'bounded'"),
+    (lambda d: d.update(ga={"mutation_prob": 0}), "ga.mutation_prob: Input should be greater than 0"),
+    (lambda d: d.update(ga={"top": 3}), "ga.top: unknown field"),
 ]
 
 

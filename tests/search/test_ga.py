@@ -217,3 +217,43 @@ def test_population_spans_hyperband_brackets() -> None:
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(keys) == len(set(keys))
     assert keys.count(tuple(sorted(BASE.items()))) == 1
+
+
+def test_bounded_mutation_steps_a_share_of_the_range() -> None:
+    """Ultralytics 8.4's step: P(move) = 0.5, randn * sigma * gain in units of the (log) range, clipped."""
+    sampler = YoloV5GASampler(SPACE, GAINS, BASE, seed=3, mutation="bounded")
+    steps = np.array([sampler.bounded_steps() for _ in range(20000)])
+    assert np.all(np.any(steps != 0, axis=1)), "a draw with no change must be redrawn"
+    still = (steps == 0).mean(axis=0)
+    assert np.all((still > 0.38) & (still < 0.5)), still  # 1 - 0.5, a bit less after redraws
+    moved = steps[steps[:, 0] != 0, 0]
+    assert np.std(moved) == pytest.approx(0.2, rel=0.05)  # sigma * gain 1, in units of the range
+    assert np.std(steps[steps[:, 2] != 0, 2]) == pytest.approx(0.2 * 0.3, rel=0.05)  # momentum's gain 0.3
+
+    # In parameter space: lr0 (log scale, 4 decades) moves by factors, lrf by a share of 0.99, and a
+    # gene at 0 leaves it, which YOLOv5's multiplicative step never does.
+    space = {**SPACE, "weight_decay": FloatDistribution(0.0, 0.001)}
+    sampler = YoloV5GASampler(space, {**GAINS, "weight_decay": 1.0}, seed=4, mutation="bounded")
+    parent = {**BASE, "weight_decay": 0.0}
+    children = [sampler.mutate(parent) for _ in range(3000)]
+    assert any(c["weight_decay"] > 0 for c in children)
+    lr_decades = np.array([np.log10(c["lr0"] / parent["lr0"]) for c in children if c["lr0"] != parent["lr0"]])
+    assert np.median(np.abs(lr_decades)) == pytest.approx(0.6745 * 0.2 * 4, rel=0.15)  # |N(0, 0.8 decades)|
+    for c in children:
+        for name, value in c.items():
+            assert space[name].low <= value <= space[name].high and value == round(value, 5)
+
+
+def test_bounded_mutation_from_the_study_file_and_reproducible() -> None:
+    spec = parse_spec({"name": "s", "model": "yolov5n.yaml", "data": "d.yaml", "train": {"optimizer": "SGD"}, "search_space": {
+        "lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "momentum": {"type": "float", "low": 0.6, "high": 0.98}}, "ga": {"mutation": "bounded", "top_n": 9}})
+    first, second = (create_sampler("ga", spec, seed=7) for _ in range(2))
+    assert first._mutation == "bounded" and first._top_n == 9 and first._mp == 0.5
+    parent = {"lr0": 0.01, "momentum": 0.9}
+    assert [first.mutate(parent) for _ in range(20)] == [second.mutate(parent) for _ in range(20)]
+    # It optimises: a bounded GA study climbs the toy objective from the base hyps.
+    study = optuna.create_study(direction="maximize", sampler=YoloV5GASampler(SPACE, GAINS, BASE, seed=0,
+                                                                             mutation="bounded"))
+    study.optimize(objective, n_trials=40)
+    assert study.best_value > study.trials[0].value

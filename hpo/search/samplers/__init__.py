@@ -24,7 +24,9 @@ SamplerFactory = Callable[["StudySpec", "int | None"], BaseSampler]
 
 
 def _ga(spec: StudySpec, seed: int | None) -> BaseSampler:
-    return YoloV5GASampler(spec.distributions(), spec.gains(), spec.base_params(), seed=seed)
+    ga = spec.ga
+    return YoloV5GASampler(spec.distributions(), spec.gains(), spec.base_params(), seed=seed, top_n=ga.top_n,
+                           mutation=ga.mutation, mutation_prob=ga.mutation_prob, sigma=ga.sigma)
 
 
 def _tpe(spec: StudySpec, seed: int | None) -> BaseSampler:

@@ -41,6 +41,13 @@ What we add, and why:
 - Several objectives: the fitness of a parent is its non-dominated rank (front 0 best), ties within a
   front broken by the primary (first) objective: ``fitness = -rank + 0.5 * primary`` with the primary
   scaled to [0, 1] over the population, so a front never overtakes a better one.
+- ``mutation="bounded"`` (the study file's ``ga: {mutation: bounded}``): the step Ultralytics 8.4's tuner
+  takes instead of YOLOv5's. Each numeric gene is placed in [0, 1] over its range (over its logarithm
+  for a log-scale gene), moves with probability ``mutation_prob`` (default 0.5 here) by ``randn * sigma
+  * gain`` in that unit interval, and is clipped back into it. YOLOv5's multiplicative step moves a
+  gene by a share of its own value (6 % at gain 1 on average), so a gene near 0 can hardly
+  move, one at 0 never does, and a wide range (lr0 over three decades) takes dozens of generations to
+  cross; the bounded step moves every gene by a share of its range. The parent selection is the same.
 """
 
 from __future__ import annotations
@@ -65,7 +72,9 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import attrs, optuna_compat
 
 MUTATION_PROB = 0.8
+BOUNDED_MUTATION_PROB = 0.5  # Ultralytics 8.4's Tuner: each gene moves with probability 0.5
 SIGMA = 0.2
+MUTATIONS = ("yolov5", "bounded")
 FACTOR_MIN, FACTOR_MAX = 0.3, 3.0
 TOP_N = 5
 DECIMALS = 5
@@ -81,6 +90,10 @@ class YoloV5GASampler(BaseSampler):
         seed: seed of the sampler's random state.
         top_n: how many of the best individuals may become the parent.
         max_redraws: redraws allowed to find a new point before falling back to random sampling.
+        mutation: ``"yolov5"`` (multiplicative, the contest's) or ``"bounded"`` (a step that is a share
+            of the gene's range, Ultralytics 8.4's); see the module docstring.
+        mutation_prob: chance that a gene moves in one mutation (default 0.8 for yolov5, 0.5 for bounded).
+        sigma: the step's scale: of the factor (yolov5) or of the range (bounded).
     """
 
     def __init__(
@@ -91,12 +104,18 @@ class YoloV5GASampler(BaseSampler):
         *,
         seed: int | None = None,
         top_n: int = TOP_N,
-        mutation_prob: float = MUTATION_PROB,
+        mutation: str = "yolov5",
+        mutation_prob: float | None = None,
         sigma: float = SIGMA,
         max_redraws: int = 1000,
     ) -> None:
         if not search_space:
             raise ValueError("the GA needs a non-empty search space")
+        if mutation not in MUTATIONS:
+            raise ValueError(f"unknown GA mutation {mutation!r} (choose from {', '.join(MUTATIONS)})")
+        self._mutation = mutation
+        if mutation_prob is None:
+            mutation_prob = MUTATION_PROB if mutation == "yolov5" else BOUNDED_MUTATION_PROB
         self._space = dict(search_space)
         self._names = list(self._space)
         self._gains = {n: float((gains or {}).get(n, 1.0)) for n in self._names}
@@ -182,15 +201,38 @@ class YoloV5GASampler(BaseSampler):
                  * self._rng.random_sample() * self._sigma + 1).clip(FACTOR_MIN, FACTOR_MAX)
         return v
 
+    def bounded_steps(self) -> np.ndarray:
+        """One draw of the bounded steps over the numeric genes, in units of each gene's range
+        (redrawn until one moves): ``mask * randn * sigma * gain`` with ``P(mask) = mutation_prob``."""
+        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
+        g = np.array([self._gains[n] for n in numeric], dtype=float)
+        steps = np.zeros(len(numeric))
+        if not len(numeric) or not np.any(g > 0):
+            return steps
+        while not np.any(steps != 0):
+            ng = len(numeric)
+            steps = (self._rng.random_sample(ng) < self._mp) * self._rng.standard_normal(ng) * self._sigma * g
+        return steps
+
     def mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
-        """A child of ``parent``: multiplicative numeric mutation, categorical switches, constraints."""
+        """A child of ``parent``: numeric mutation (multiplicative or bounded), categorical switches."""
         numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
         categorical = [n for n in self._names if n not in numeric]
+        bounded = self._mutation == "bounded"
         while True:
             child: dict[str, Any] = {}
-            factors = self.mutation_factors() if numeric else np.ones(0)
-            for name, v in zip(numeric, factors):
-                child[name] = _constrain(float(parent[name]) * float(v), self._space[name])
+            if bounded:
+                steps = self.bounded_steps() if numeric else np.zeros(0)
+                moved = bool(np.any(steps != 0))
+                for name, step in zip(numeric, steps):
+                    dist = self._space[name]
+                    unit = min(max(_to_unit(float(parent[name]), dist) + float(step), 0.0), 1.0)
+                    child[name] = _constrain(_from_unit(unit, dist), dist)
+            else:
+                factors = self.mutation_factors() if numeric else np.ones(0)
+                moved = bool(np.any(factors != 1))
+                for name, v in zip(numeric, factors):
+                    child[name] = _constrain(float(parent[name]) * float(v), self._space[name])
             switched = False
             for name in categorical:
                 dist = self._space[name]
@@ -202,7 +244,7 @@ class YoloV5GASampler(BaseSampler):
                     switched = True
                 else:
                     child[name] = parent[name]
-            if switched or np.any(factors != 1) or not any(self._gains[n] > 0 for n in self._names):
+            if switched or moved or not any(self._gains[n] > 0 for n in self._names):
                 return child
 
     def _key(self, params: dict[str, Any]) -> tuple[Any, ...]:
@@ -297,6 +339,23 @@ def _middle(dist: BaseDistribution) -> Any:
     else:
         mid = (dist.low + dist.high) / 2
     return _constrain(mid, dist)
+
+
+def _to_unit(value: float, dist: BaseDistribution) -> float:
+    """Where ``value`` lies in the range of ``dist``, as a share of it (of its logarithm on a log scale)."""
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
+    if dist.high == dist.low:
+        return 0.0
+    if dist.log:
+        return (math.log(max(value, dist.low)) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
+    return (value - dist.low) / (dist.high - dist.low)
+
+
+def _from_unit(unit: float, dist: BaseDistribution) -> float:
+    assert isinstance(dist, (FloatDistribution, IntDistribution))
+    if dist.log:
+        return math.exp(math.log(dist.low) + unit * (math.log(dist.high) - math.log(dist.low)))
+    return dist.low + unit * (dist.high - dist.low)
 
 
 def _constrain(value: float, dist: BaseDistribution) -> Any:
