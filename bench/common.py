@@ -248,24 +248,40 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     The process is reaped with ``wait4``, whose ``ru_maxrss`` is the child's own peak resident set
     (plus any of its children it waited for), unlike ``RUSAGE_CHILDREN`` which mixes all children.
     ``log`` (if given) receives stdout and stderr.
+
+    The command runs in its own process group: at ``timeout``, or when the benchmark itself is
+    interrupted, the whole group is killed, so a worker's own children (data loaders, a trial's
+    training) do not live on as orphans that load the machine under the next measurement.
     """
+    import signal
     import tempfile
+
+    def kill_group() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, start_new_session=True)
         deadline = None if timeout is None else start + timeout
         timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                timed_out = True
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if deadline is not None and time.perf_counter() > deadline:
+                    kill_group()
+                    timed_out = True
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # Ctrl-C of the benchmark: its children go with it
+            kill_group()
+            raise
+        kill_group()  # children the command left behind when it exited
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
