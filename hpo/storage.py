@@ -50,6 +50,18 @@ _T = TypeVar("_T")
 DEFAULT_RETRY_SECONDS = 600.0
 
 
+#: What a driver says when the server does not answer (yet): down, starting up, shutting down, out
+#: of reach. A wrong password, a missing database or an unknown host say something else and fail at once.
+_UNREACHABLE = ("connection refused", "starting up", "shutting down", "timeout expired", "timed out",
+                "no route to host", "server closed the connection", "recovery mode", "database is locked")
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """The server did not answer at all (as opposed to answering no): worth waiting for at start-up."""
+    text = str(error).lower()
+    return _is_transient(error) and any(phrase in text for phrase in _UNREACHABLE)
+
+
 def resolve_url(url: str | None = None) -> str:
     """The storage URL a command should use (absolute for the default SQLite file)."""
     url = url or os.environ.get(ENV_VAR)
@@ -447,11 +459,15 @@ def open_storage(
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
     grace_period: int | None = DEFAULT_GRACE_PERIOD,
     stale_trial_callback: Any = None,
+    wait_seconds: float = 0.0,
 ) -> optuna.storages.RDBStorage:
     """Open (and create if needed) the study database behind ``url``.
 
     Trials of dead workers are failed after ``grace_period``; workers re-queue them with the same
-    params (:class:`hpo.search.retry.RequeueTrial`, given here or to the worker).
+    params (:class:`hpo.search.retry.RequeueTrial`, given here or to the worker). For up to
+    ``wait_seconds`` a server that does not answer (refused, starting up) is waited for, as storage
+    calls wait during a run: a worker a scheduler starts while the database restarts joins once it is
+    back. An answer that is a refusal (password, missing database) fails at once.
     """
     url = resolve_url(url)
     try:
@@ -460,19 +476,28 @@ def open_storage(
         raise HpoError(f"not a valid storage URL {mask_url(url)}: {scrub(str(exc), url)}", field="--storage") from None
     except sqlite3.Error as exc:
         raise HpoError(f"cannot open SQLite storage {mask_url(url)}: {scrub(str(exc), url)}", field="--storage") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RetryingRDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )
-    except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HpoError(f"cannot open storage {mask_url(url)}: {scrub(reason, url)}", field="--storage") from None
+    deadline, delay = time.monotonic() + wait_seconds, 1.0
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RetryingRDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=stale_trial_callback,
+                )
+        except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if _is_unreachable(exc) and time.monotonic() + delay < deadline:
+                log.warning("storage %s does not answer (%s): retrying in %.0f s", mask_url(url),
+                            scrub(reason[:200], url), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HpoError(f"cannot open storage {mask_url(url)}: {scrub(reason, url)}", field="--storage") from None
 
 
 def sqlite_file(url: str) -> Path | None:

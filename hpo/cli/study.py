@@ -139,7 +139,7 @@ def worker(
     from hpo.search.retry import RequeueTrial
     from hpo.search.samplers import create_sampler, worker_seed
     from hpo.search.worker import Worker, install_signal_handlers, load_worker_study
-    from hpo.storage import resolve_url
+    from hpo.storage import DEFAULT_RETRY_SECONDS, resolve_url
     from hpo.study import load_settings
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -155,8 +155,10 @@ def worker(
                             max_consecutive_failures=max_consecutive_failures, max_infeasible=max_infeasible)
     requeue = RequeueTrial(options.max_retry)
     api.check_writable(options.runs_dir, options.artifacts)
+    # A worker started (by a scheduler) while its database restarts waits for it, as it would mid-run.
     rdb, _ = api.open_storage(url, create=True, heartbeat_interval=options.heartbeat_interval,
-                              grace_period=options.grace_period, stale_trial_callback=requeue)
+                              grace_period=options.grace_period, stale_trial_callback=requeue,
+                              wait_seconds=DEFAULT_RETRY_SECONDS)
     settings = load_settings(rdb, study)
     if options.trainer == "yolo":
         settings.spec.check_files(f"study {study!r}")

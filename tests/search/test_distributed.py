@@ -326,3 +326,105 @@ def test_counting_queries_match_the_trials(backend: str, request, tmp_path: Path
             expected[TrialState.COMPLETE], expected[TrialState.PRUNED] - untrained, expected[TrialState.FAIL],
             expected[TrialState.RUNNING], expected[TrialState.WAITING], infeasible=untrained)
     assert sorted(complete_values(study, "hpo:dir")) == expected_values
+
+
+class _Forwarder:
+    """A TCP port that forwards to PostgreSQL once opened: until then connections to it are refused,
+    as to a database server that is down."""
+
+    def __init__(self, port: int, target: int = 5432) -> None:
+        import socket
+        import threading
+
+        self._socket, self._threading = socket, threading
+        self.port, self.target, self._open = port, target, []
+
+    def open(self) -> None:
+        s = self._socket
+        listener = s.socket(s.AF_INET, s.SOCK_STREAM)
+        listener.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._open.append(listener)
+        self._threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = self._socket.create_connection(("127.0.0.1", self.target))
+            self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for sock in self._open:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(pg_url, toy_data: Path, tmp_path: Path) -> None:
+    """`hpo worker` against a server that refuses connections (down, restarting) waits and then works;
+    a database that answers no (it does not exist) fails at once, exit 2, one line."""
+    url, name = pg_url
+    study_file = curve_study(tmp_path, toy_data, name="late", trials=2, epochs=2, sampler="random")
+    from hpo.spec import load_spec
+    from hpo.storage import open_storage
+    from hpo.study import create_or_join
+
+    storage = open_storage(url)
+    create_or_join(storage, load_spec(study_file))
+    storage.engine.dispose()
+    port = _free_port()
+    proxy = _Forwarder(port)
+    late_url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+    worker = subprocess.Popen(hpo_cmd("worker", "--study", "late", "--storage", late_url, "--device", "cpu",
+                                      "--trainer", "curve", "--curve-epoch-seconds", "0.05",
+                                      "--runs-dir", str(tmp_path / "runs")),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert worker.poll() is None, worker.communicate()[1][-2000:]  # still waiting, not failed
+        proxy.open()
+        out, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        proxy.close()
+    assert worker.returncode == 0, err[-2000:]
+    assert "does not answer" in err and "retrying" in err
+    study = optuna.load_study(study_name="late", storage=url)
+    assert len(finished(study)) == 2
+
+    missing = url.rsplit("/", 1)[0] + "/hpo_no_such_database"
+    r = subprocess.run(hpo_cmd("worker", "--study", "late", "--storage", missing, "--device", "cpu",
+                               "--trainer", "curve", "--runs-dir", str(tmp_path / "runs2")),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "retrying" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
