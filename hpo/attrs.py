@@ -21,6 +21,7 @@ STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`
 STUDY_ARTIFACT_ERROR = "hpo:artifact_error"
 WORKER_STOPPED_PREFIX = "hpo:worker_stopped:"  # + worker name: why a worker gave up (failures, infeasible cap)
 GA_CLAIM_PREFIX = "ga:claim:"  # study system attr + hash of a point: the GA's atomic claim (one per point)
+REQUEUE_CLAIM_PREFIX = "hpo:requeued:"  # + trial id: the one process that re-queues a lost trial
 
 # --- trial user attributes: how and where one run of a trial happened ---------------------------
 BASE_TRIAL = "hpo:base"  # marks the enqueued base hyps (trial 0)

@@ -10,13 +10,14 @@ epoch in progress. Trials that failed on their own (crash, OOM, NaN) are not ret
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo import attrs
+from hpo import attrs, optuna_compat
 
 DEFAULT_MAX_RETRY = 3
 
@@ -85,6 +86,8 @@ class RequeueTrial:
         queued = trial.system_attrs.get(attrs.FIXED_PARAMS)
         if len(history) > self.max_retry or not (trial.params or queued):
             return
+        if not claim_requeue(study, trial):
+            return  # another process found it lost at the same moment and re-queued it
         if not trial.params:  # claimed from the queue but lost before sampling: queue the same hyps again
             retry_attrs = {**attrs.inherited(trial.user_attrs), attrs.RETRY_OF: trial.number}
             study.add_trial(optuna.create_trial(state=TrialState.WAITING, user_attrs=retry_attrs, system_attrs={
@@ -119,3 +122,22 @@ class RequeueTrial:
         if not epochs or len(metrics) < epochs:
             return None  # killed between saving and reporting that epoch: start afresh
         return checkpoint, epochs, metrics[:epochs]
+
+
+def claim_requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether this process re-queues ``trial``: the first to claim it, atomically in the storage.
+
+    Several workers run the stale-trial check at once, and a worker handing its trial back can race
+    one that judged it lost: each may see itself as the one that failed the trial (on SQLite a retry
+    after "database is locked" finds the trial finished and cannot tell whose commit that was). One
+    claim record per trial (a study attribute, unique per study) lets exactly one re-queue it; a claim
+    whose reply was lost is recognised by its token.
+    """
+    backend = optuna_compat.backend_of(study)
+    if not hasattr(backend, "claim_study_key"):
+        return True  # a storage without atomic claims (in-memory: one process)
+    sid = optuna_compat.study_id(study)
+    key, token = attrs.REQUEUE_CLAIM_PREFIX + str(optuna_compat.trial_id(trial)), uuid.uuid4().hex
+    if backend.claim_study_key(sid, key, token):
+        return True
+    return backend.get_study_system_attrs(sid).get(key) == token
