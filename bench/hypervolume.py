@@ -45,11 +45,12 @@ QUICK_TWIN = {"cows": 24, "pigs": 8, "scale": 0.1, "seed": 0}
 
 
 def settings(ctx: Context) -> dict[str, Any]:
-    """Sizes. Full: 3 samplers x 3 seeds x 10 trials of 10 epochs (the demo's epochs: from scratch the
-    twin's fitness is still ~0 after 5), 45 minutes on 2 quiet cores (measured 2026-11-26)."""
+    """Sizes. Full: 3 samplers x 3 seeds x 10 trials of the study file's epochs (5: yolov5n-p6 fine-tunes
+    the committed checkpoint). The earlier from-scratch problem needed 10 epochs and took 45 minutes."""
     if ctx.quick:
         return {"samplers": list(SAMPLERS), "seeds": ctx.seeds or [0], "trials": 2, "epochs": 1, "twin": QUICK_TWIN}
-    return {"samplers": list(SAMPLERS), "seeds": ctx.seeds or [0, 1, 2], "trials": 10, "epochs": 10, "twin": TWIN}
+    epochs = int(yaml.safe_load(DEPLOY_YAML.read_text())["train"]["epochs"])
+    return {"samplers": list(SAMPLERS), "seeds": ctx.seeds or [0, 1, 2], "trials": 10, "epochs": epochs, "twin": TWIN}
 
 
 # --- hypervolume -------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cf
         f"`studies/deploy.yaml` on the farm twin (`hpo data synth --cows {cfg['twin']['cows']} --pigs "
         f"{cfg['twin']['pigs']} --scale {cfg['twin']['scale']} --seed {cfg['twin']['seed']}` + `hpo data prepare`, "
         f"mini set), {cfg['trials']} trials per study of {cfg['epochs']} epoch(s) each ({_epochs_note(cfg['epochs'])}), "
-        f"search space {space}.",
+        f"search space {space}; {_weights_note(spec)}.",
         f"Samplers {', '.join(cfg['samplers'])} (hpo's settings: NSGA-II population 8, TPE multivariate with 5 "
         f"start-up trials), seeds {', '.join(map(str, cfg['seeds']))}; every study enqueues the base hyps as "
         "trial 0; one `hpo worker` per study (1 torch thread, CPU), a seed's three studies side by side.",
@@ -275,6 +276,16 @@ def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cf
     figure = _plot(ctx, ok, cfg["samplers"], budget)
     if figure:
         sec.figures.append(figure)
+
+
+def _weights_note(spec: dict[str, Any]) -> str:
+    """Which model sizes start from which weights."""
+    weights = spec.get("weights")
+    models = spec["search_space"]["model"]["choices"] if "model" in spec["search_space"] else [spec.get("model")]
+    if not weights:
+        return "every model from scratch"
+    named = weights if isinstance(weights, dict) else {m: weights for m in models}
+    return ", ".join(f"{m} {'fine-tunes ' + str(named[m]) if named.get(m) else 'from scratch'}" for m in models)
 
 
 def _epochs_note(epochs: int) -> str:
