@@ -220,6 +220,8 @@ def run(ctx: Context) -> Section:
 
 def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cfg: dict[str, Any],
               ctx: Context) -> None:
+    from hpo.search.samplers import nsga2_population
+
     ok = [r for r in runs if not r.get("error")]
     latency = latency_table(ok, spec)
     slowest = max((v["median_ms"] for v in latency.values()), default=1.0)
@@ -235,7 +237,8 @@ def summarise(sec: Section, runs: list[dict[str, Any]], spec: dict[str, Any], cf
         f"{cfg['twin']['pigs']} --scale {cfg['twin']['scale']} --seed {cfg['twin']['seed']}` + `hpo data prepare`, "
         f"mini set), {cfg['trials']} trials per study of {cfg['epochs']} epoch(s) each ({_epochs_note(cfg['epochs'])}), "
         f"search space {space}; {_weights_note(spec)}.",
-        f"Samplers {', '.join(cfg['samplers'])} (hpo's settings: NSGA-II population 8, TPE multivariate with 5 "
+        f"Samplers {', '.join(cfg['samplers'])} (hpo's settings: NSGA-II population "
+        f"{nsga2_population(cfg['trials'])}, TPE multivariate with 5 "
         f"start-up trials), seeds {', '.join(map(str, cfg['seeds']))}; every study enqueues the base hyps as "
         "trial 0; one `hpo worker` per study (1 torch thread, CPU), a seed's three studies side by side.",
         "Hypervolume: own exact 2-D sweep (`bench/hypervolume.py: hypervolume_2d`, no private Optuna name) of the "

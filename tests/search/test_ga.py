@@ -257,3 +257,12 @@ def test_bounded_mutation_from_the_study_file_and_reproducible() -> None:
                                                                              mutation="bounded"))
     study.optimize(objective, n_trials=40)
     assert study.best_value > study.trials[0].value
+
+
+@pytest.mark.parametrize("trials,population", [(6, 4), (10, 4), (12, 4), (18, 6), (24, 8), (200, 8)])
+def test_nsga2_population_leaves_a_small_budget_generations(trials: int, population: int) -> None:
+    """Benchmark 10: with population 8, a 10-trial study never left NSGA-II's random first generation."""
+    spec = parse_spec({"name": "s", "model": "yolov5n-p6.yaml", "data": "d.yaml", "trials": trials,
+                       "train": {"optimizer": "SGD", "epochs": 2},
+                       "search_space": {"lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}}})
+    assert create_sampler("nsga2", spec, seed=0)._population_size == population
