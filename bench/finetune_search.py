@@ -231,9 +231,10 @@ def merge(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     redoing it; the earlier runs may come from bench/results.json (curves, no trials).
     """
     earlier = earlier.get("raw", earlier)  # a bench section or a run's JSON
-    if earlier["spec"] != results["spec"]:
-        changed = sorted(k for k in {*earlier["spec"], *results["spec"]}
-                         if earlier["spec"].get(k) != results["spec"].get(k))
+    # The study file's default sampler and pruner do not reach the arms: each names its own.
+    changed = sorted(k for k in {*earlier["spec"], *results["spec"]} - {"sampler", "pruner"}
+                     if earlier["spec"].get(k) != results["spec"].get(k))
+    if changed:
         raise ValueError(f"the earlier run is of another problem (spec differs in {', '.join(changed)})")
     extra = [a for a in earlier["arms"] if a not in results["arms"]]
     return {**results, "arms": [*results["arms"], *extra],
@@ -380,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((args.render or args.into_results).read_text())
         if args.merge:
             earlier = json.loads(args.merge.read_text())
-            results = merge(results, earlier["sections"][FinetuneSearch.NAME] if "sections" in earlier else earlier)
+            try:
+                results = merge(results, earlier["sections"][FinetuneSearch.NAME] if "sections" in earlier else earlier)
+            except ValueError as exc:
+                p.error(f"--merge {args.merge}: {exc}")
     if args.render:
         args.render.with_suffix(".md").write_text(render(results))
         plot(results, args.render.with_suffix(".png"))
