@@ -173,7 +173,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
             row["vs_baseline"] = bootstrap_median_diff(within, [r["best"] for r in base_runs])
         out["arms"][arm] = row
     out["pruning"] = {}
-    n = spec["trials"]
+    n, epochs = spec["trials"], spec["train"]["epochs"]
     for arm, runs in ok.items():
         sampler, _, pruner = arm.partition("-")
         by_seed = {r["seed"]: r for r in ok.get(f"{sampler}-none", [])}
@@ -184,7 +184,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
             other = by_seed.get(r["seed"])
             if other is None:
                 continue
-            mine, full = first_trials(r, n, spec["train"]["epochs"]), first_trials(other, n, spec["train"]["epochs"])
+            mine, full = first_trials(r, n, epochs), first_trials(other, n, epochs)
             if mine["best"] is None or full["best"] is None:
                 continue
             pairs.append({"seed": r["seed"], "pruned_epochs": mine["epochs"], "full_epochs": full["epochs"],
@@ -196,7 +196,6 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
                 "best_diff": bootstrap_median_diff([p["pruned_best"] for p in pairs], [p["full_best"] for p in pairs])}
     # Rank correlation of each epoch's objective with the trial's final value, over the trials that
     # trained every epoch in the arms that never prune (pruned trials would bias it).
-    epochs = spec["train"]["epochs"]
     full = [t for arm in ("ga-none", baseline) for r in ok.get(arm, []) for t in r.get("trials", [])
             if t["state"] == "COMPLETE" and len(t.get("values") or []) == epochs and t["value"] is not None]
     if len(full) >= 3:
@@ -206,7 +205,7 @@ def analyse(results: dict[str, Any], baseline: str = "ultralytics") -> dict[str,
     return out
 
 
-def first_trials(run: dict[str, Any], n: int, epochs: int | None = None) -> dict[str, Any]:
+def first_trials(run: dict[str, Any], n: int, epochs: int) -> dict[str, Any]:
     """Epochs, best value and trials pruned over the run's first ``n`` finished trials.
 
     A run kept in bench/results.json has its curve but not its trials: the curve has one point per
@@ -217,7 +216,7 @@ def first_trials(run: dict[str, Any], n: int, epochs: int | None = None) -> dict
         points = run["curve"][:n]
         ran = [b[0] - a[0] for a, b in zip([[0, None]] + points[:-1], points)]
         return {"epochs": points[-1][0] if points else 0, "best": points[-1][1] if points else None,
-                "pruned": sum(e < (epochs or max(ran, default=0)) for e in ran)}
+                "pruned": sum(e < epochs for e in ran)}
     trials = run["trials"][:n]
     values = [t["value"] for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     return {"epochs": sum(t["epochs"] for t in trials), "best": max(values) if values else None,
@@ -228,9 +227,11 @@ def merge(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``results`` with the arms of an ``earlier`` run on the same problem that it lacks (its runs too).
 
     So a follow-up run of a few arms (``--arms``) is compared with the whole earlier benchmark without
-    redoing it; the earlier runs may come from bench/results.json (curves, no trials).
+    redoing it; ``earlier`` is a run's JSON, this benchmark's section, or bench/results.json (whose
+    section's runs have curves, no trials).
     """
-    earlier = earlier.get("raw", earlier)  # a bench section or a run's JSON
+    earlier = earlier.get("sections", {}).get(FinetuneSearch.NAME, earlier)  # bench/results.json
+    earlier = earlier.get("raw", earlier)  # a bench section
     # The study file's default sampler and pruner do not reach the arms: each names its own.
     changed = sorted(k for k in {*earlier["spec"], *results["spec"]} - {"sampler", "pruner"}
                      if earlier["spec"].get(k) != results["spec"].get(k))
@@ -380,9 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render or args.into_results:
         results = json.loads((args.render or args.into_results).read_text())
         if args.merge:
-            earlier = json.loads(args.merge.read_text())
             try:
-                results = merge(results, earlier["sections"][FinetuneSearch.NAME] if "sections" in earlier else earlier)
+                results = merge(results, json.loads(args.merge.read_text()))
             except ValueError as exc:
                 p.error(f"--merge {args.merge}: {exc}")
     if args.render:

@@ -489,10 +489,10 @@ def open_storage(
                     heartbeat_stale_trial_callback=stale_trial_callback,
                 )
         except Exception as exc:  # sqlalchemy/driver errors carry the URL: never show it unmasked
-            reason = " ".join(str(exc).split()) or type(exc).__name__
             if _is_unreachable(exc) and time.monotonic() + delay < deadline:
+                waited_for = " ".join(str(exc).split())[:200]  # one log line
                 log.warning("storage %s does not answer (%s): retrying in %.0f s", mask_url(url),
-                            scrub(reason[:200], url), delay)
+                            scrub(waited_for, url), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue

@@ -59,7 +59,7 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
         for n in (1, 3, len(run["trials"])):
             assert first_trials(kept[run["arm"]], n, 2) == first_trials(run, n, 2)
     follow_up = {**results, "arms": ["random-base"], "runs": [r for r in results["runs"] if r["arm"] == "random-base"]}
-    merged = merge(follow_up, {"sections": {}, **sec.to_dict()}["raw"])
+    merged = merge(follow_up, {"sections": {"finetune_search": sec.to_dict()}})  # as in bench/results.json
     assert merged["arms"] == ["random-base", "ultralytics"] and merged["merged"][0]["arms"] == ["ultralytics"]
     assert analyse(merged)["arms"] == analyse(results)["arms"]
     with pytest.raises(ValueError, match="another problem .*trials"):

@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -333,20 +335,15 @@ class _Forwarder:
     as to a database server that is down."""
 
     def __init__(self, port: int, target: int = 5432) -> None:
-        import socket
-        import threading
-
-        self._socket, self._threading = socket, threading
         self.port, self.target, self._open = port, target, []
 
     def open(self) -> None:
-        s = self._socket
-        listener = s.socket(s.AF_INET, s.SOCK_STREAM)
-        listener.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(16)
         self._open.append(listener)
-        self._threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def _accept(self, listener) -> None:
         while True:
@@ -354,10 +351,10 @@ class _Forwarder:
                 client, _ = listener.accept()
             except OSError:
                 return
-            server = self._socket.create_connection(("127.0.0.1", self.target))
+            server = socket.create_connection(("127.0.0.1", self.target))
             self._open += [client, server]
             for a, b in ((client, server), (server, client)):
-                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pump(src, dst) -> None:
@@ -382,8 +379,6 @@ class _Forwarder:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

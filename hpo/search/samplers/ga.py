@@ -119,6 +119,10 @@ class YoloV5GASampler(BaseSampler):
         self._space = dict(search_space)
         self._names = list(self._space)
         self._gains = {n: float((gains or {}).get(n, 1.0)) for n in self._names}
+        # The genes that mutate numerically and those that switch choices, fixed with the space.
+        self._numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
+        self._categorical = [n for n in self._names if n not in self._numeric]
+        self._numeric_gains = np.array([self._gains[n] for n in self._numeric], dtype=float)
         self._base = {n: (base or {}).get(n, _middle(d)) for n, d in self._space.items()}
         self._top_n = top_n
         self._mp = mutation_prob
@@ -190,13 +194,11 @@ class YoloV5GASampler(BaseSampler):
 
     def mutation_factors(self) -> np.ndarray:
         """One draw of YOLOv5's factor vector over the numeric genes (redrawn until one moves)."""
-        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
-        g = np.array([self._gains[n] for n in numeric], dtype=float)
-        v = np.ones(len(numeric))
-        if not len(numeric) or not np.any(g > 0):
+        g, ng = self._numeric_gains, len(self._numeric)
+        v = np.ones(ng)
+        if not ng or not np.any(g > 0):
             return v
         while np.all(v == 1):
-            ng = len(numeric)
             v = (g * (self._rng.random_sample(ng) < self._mp) * self._rng.standard_normal(ng)
                  * self._rng.random_sample() * self._sigma + 1).clip(FACTOR_MIN, FACTOR_MAX)
         return v
@@ -204,20 +206,17 @@ class YoloV5GASampler(BaseSampler):
     def bounded_steps(self) -> np.ndarray:
         """One draw of the bounded steps over the numeric genes, in units of each gene's range
         (redrawn until one moves): ``mask * randn * sigma * gain`` with ``P(mask) = mutation_prob``."""
-        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
-        g = np.array([self._gains[n] for n in numeric], dtype=float)
-        steps = np.zeros(len(numeric))
-        if not len(numeric) or not np.any(g > 0):
+        g, ng = self._numeric_gains, len(self._numeric)
+        steps = np.zeros(ng)
+        if not ng or not np.any(g > 0):
             return steps
         while not np.any(steps != 0):
-            ng = len(numeric)
             steps = (self._rng.random_sample(ng) < self._mp) * self._rng.standard_normal(ng) * self._sigma * g
         return steps
 
     def mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
         """A child of ``parent``: numeric mutation (multiplicative or bounded), categorical switches."""
-        numeric = [n for n in self._names if not isinstance(self._space[n], CategoricalDistribution)]
-        categorical = [n for n in self._names if n not in numeric]
+        numeric, categorical = self._numeric, self._categorical
         bounded = self._mutation == "bounded"
         while True:
             child: dict[str, Any] = {}
@@ -333,12 +332,7 @@ def _known_points(trials: Sequence[FrozenTrial], exclude: int) -> list[dict[str,
 def _middle(dist: BaseDistribution) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[0]
-    assert isinstance(dist, (FloatDistribution, IntDistribution))
-    if dist.log:
-        mid = math.sqrt(dist.low * dist.high)
-    else:
-        mid = (dist.low + dist.high) / 2
-    return _constrain(mid, dist)
+    return _constrain(_from_unit(0.5, dist), dist)
 
 
 def _to_unit(value: float, dist: BaseDistribution) -> float:
