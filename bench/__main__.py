@@ -25,6 +25,9 @@ from bench.context import Context, Section
 
 ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune", "finetune_search",
          "hypervolume")
+#: Sections measured away from ``make bench`` (a lent GPU machine: bench/gpu_record.py) and imported into
+#: results.json: every run here keeps them (unless ``--fresh``), a full run too.
+IMPORTED = ("gpu",)
 
 
 def _modules() -> dict[str, object]:
@@ -109,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
     json_path = args.out.with_suffix(".json")
-    previous = {}
-    if json_path.is_file() and not args.fresh and set(args.only) != set(ORDER):
-        try:
-            previous = json.loads(json_path.read_text())
-            if bool(previous.get("quick")) != args.quick:
-                previous = {}
-        except (OSError, ValueError):
-            previous = {}
+    previous = {} if args.fresh else kept_results(json_path, args.only, quick=args.quick)
 
     say(f"benchmarks: {', '.join(args.only)}{' (quick)' if args.quick else ''}; storages "
         f"{', '.join(storages) or 'none'}; {ctx.jobs} training job(s) side by side; results -> {args.out}")
@@ -151,12 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(s.get("error") for s in sections.values()) else 0
 
 
+def kept_results(json_path: Path, only: list[str], *, quick: bool) -> dict:
+    """The earlier results a run keeps: a subset run keeps every other section, a full run the imported ones.
+
+    Results of the other mode (``--quick`` or not) are never mixed in.
+    """
+    try:
+        previous = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if bool(previous.get("quick")) != quick:
+        return {}
+    if set(only) == set(ORDER):
+        previous["sections"] = {k: v for k, v in previous.get("sections", {}).items() if k in IMPORTED}
+    return previous
+
+
 def _write(args: argparse.Namespace, previous: dict, sections: dict, ctx: Context, run_id: str,
            started: float, load_start: list[float] | None) -> Path:
     from bench.report import render
 
     merged = {name: (sections.get(name) or previous.get("sections", {}).get(name))
-              for name in ORDER if name in sections or name in previous.get("sections", {})}
+              for name in ORDER + IMPORTED if name in sections or name in previous.get("sections", {})}
     cmd = "python -m bench" + ("" if len(sys.argv) <= 1 else " " + " ".join(sys.argv[1:]))
     results = {
         "run_id": run_id,

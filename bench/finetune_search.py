@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail, write_json
+from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail
 from bench.finetune import CHOSEN
 
 ARMS = ("ga-none", "ga-hyperband", "tpe-none", "tpe-hyperband", "tpe-base", "random-base", "ultralytics")
@@ -514,22 +514,15 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
 def into_results(results: dict[str, Any], notes: list[str] | None = None) -> int:
     """Write a finished run into bench/results.json (section ``finetune_search``) and re-render results.md."""
     from bench.context import Section
-    from bench.report import render as render_report
+    from bench.report import store_section
 
-    path = REPO / "bench" / "results.json"
-    report = json.loads(path.read_text())
     sec = Section(name=FinetuneSearch.NAME, title=FinetuneSearch.TITLE, started=results["finished"],
                   seconds=results["seconds"])
     fill_section(sec, results, figure_dir=REPO / "bench")
     sec.notes.append(f"Run by `python -m bench.finetune_search` ({results['seconds'] / 60:.0f} min), imported with "
                      "`--into-results`.")
     sec.notes.extend(notes or [])
-    from bench.__main__ import ORDER
-
-    sections = {**report["sections"], FinetuneSearch.NAME: sec.to_dict()}
-    report["sections"] = {name: sections[name] for name in ORDER if name in sections}
-    write_json(path, report)
-    (REPO / "bench" / "results.md").write_text(render_report(report))
+    path = store_section(sec.to_dict())
     say(f"section {FinetuneSearch.TITLE!r} written into {path} and results.md")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 MET = {True: "✅ met", False: "❌ not met", None: "– n/a"}
@@ -88,3 +89,23 @@ def render(results: dict[str, Any]) -> str:
               "```", "",
               "Raw numbers of every repeat: `bench/results.json`.", ""]
     return "\n".join(lines)
+
+
+def store_section(section: dict[str, Any], path: Path | None = None) -> Path:
+    """Put one section measured on its own (``--into-results``, a lent GPU's) into results.json, re-render results.md.
+
+    The one writer for sections that do not come from a ``python -m bench`` run: the section replaces
+    its namesake, the others stay, in the suite's order (imported sections last).
+    """
+    import json
+
+    from bench.__main__ import ORDER, IMPORTED
+    from bench.common import REPO, write_json
+
+    path = path or REPO / "bench" / "results.json"
+    report = json.loads(path.read_text())
+    sections = {**report["sections"], section["name"]: section}
+    report["sections"] = {name: sections[name] for name in ORDER + IMPORTED if name in sections}
+    write_json(path, report)
+    path.with_suffix(".md").write_text(render(report))
+    return path
