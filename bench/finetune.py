@@ -114,12 +114,12 @@ def random_points(spec: dict[str, Any], n: int, seed: int) -> list[dict[str, flo
     return points
 
 
-def plan_runs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def plan_runs(spec: dict[str, Any], random_count: int = RANDOM_POINTS) -> list[dict[str, Any]]:
     """Every training of one problem: (kind, params, seed)."""
     base = dict(spec["base"])
     runs = [{"kind": "seed", "params": base, "seed": s} for s in NOISE_SEEDS]
     runs += [{"kind": "lr0", "params": {**base, "lr0": lr}, "seed": 0} for lr in LR0_POINTS if lr != base["lr0"]]
-    runs += [{"kind": "random", "params": p, "seed": 0} for p in random_points(spec, RANDOM_POINTS, RANDOM_SEED)]
+    runs += [{"kind": "random", "params": p, "seed": 0} for p in random_points(spec, random_count, RANDOM_SEED)]
     return runs
 
 
@@ -189,9 +189,10 @@ def analyse(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
     per_epoch = []
     for e in range(epochs):
         noise = _std([r["values"][e] for r in seeds])
+        best_noise = _std([max(r["values"][:e + 1]) for r in seeds])  # what the reference pruners compare
         vals = [r["values"][e] for r in hyps]
         spread = max(vals) - min(vals) if vals else float("nan")
-        per_epoch.append({"epoch": e + 1, "noise_std": noise, "spread": spread,
+        per_epoch.append({"epoch": e + 1, "noise_std": noise, "best_so_far_std": best_noise, "spread": spread,
                           "ratio": spread / noise if noise and noise > 0 else float("inf"),
                           "spearman_vs_final": spearman(vals, [max(r["values"]) for r in hyps])})
     finals_seed = [max(r["values"]) for r in seeds]
@@ -397,6 +398,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def seed_noise(runs: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    """The base hyps' seed-to-seed std of the final value, and of the best value up to each epoch (a spec's
+    ``noise.std`` and ``noise.per_epoch``), from a problem's ``seed`` runs."""
+    seeds = [r["values"] for r in runs if r.get("kind") == "seed" and not r.get("error") and r.get("values")]
+    epochs = min(len(v) for v in seeds)
+    per_epoch = [_std([max(v[:k + 1]) for v in seeds]) for k in range(epochs)]
+    return _std([max(v) for v in seeds]), per_epoch
+
+
+def ranks(*, epochs: int, random_count: int, jobs: int, workdir: Path, out: Path | None = None,
+          quick: bool = False) -> dict[str, Any]:
+    """The chosen problem with longer trials: from which epoch do intermediate values rank hyps (a pruner's need)?
+
+    The same trainings as section 8 (base hyps over 5 seeds, lr0 points, ``random_count`` random points),
+    fine-tuning the committed checkpoint for ``epochs`` epochs; per epoch the seed std, the hyp spread and
+    the Spearman correlation with the final value. Benchmark 11 (:mod:`bench.prune_replay`) replays them.
+    """
+    from bench.pretrain import COMMITTED
+
+    problem = chosen_problem()
+    problem = {**problem, "train": {**problem["train"], "epochs": epochs}}
+    spec = finetune_spec_dict(ensure_target(workdir, problem), COMMITTED, problem)
+    runs = plan_runs(spec, random_count)
+    if quick:  # smoke sizes: 2 seeds, one lr0 point, one random point
+        runs = [r for r in runs if r["kind"] == "seed"][:2] + [r for r in runs if r["kind"] != "seed"][:2]
+    say(f"ranks {problem['name']} at {epochs} epochs: {len(runs)} trainings, {jobs} at a time")
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        results = list(pool.map(lambda r: run_one(workdir, spec, r, 1), runs))
+    result = {"problem": problem, "runs": results, "analysis": analyse(results, epochs)}
+    a = result["analysis"]
+    say(f"{a['n_hyp_runs']} hyps, {a['n_seed_runs']} seeds; final: noise std {fmt_num(a['noise_std'], 4)}, "
+        f"spread {fmt_num(a['spread'], 4)}; failed {len(a['failed'])}")
+    say("epoch  seed std  hyp spread  spread/std  Spearman with final")
+    for e in a["per_epoch"]:
+        say(f"{e['epoch']:>5}  {e['noise_std']:.4f}    {e['spread']:.4f}      {e['ratio']:>5.1f}       "
+            f"{e['spearman_vs_final']:+.2f}")
+    if out:
+        out.write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.finetune")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -406,7 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--save-dir", required=True)
     run.add_argument("--out", required=True)
+    rk = sub.add_parser("ranks", help="the chosen problem with longer trials: does epoch k rank the hyps?")
+    rk.add_argument("--epochs", type=int, default=15)
+    rk.add_argument("--random-points", type=int, default=12)
+    rk.add_argument("--jobs", type=int, default=2)
+    rk.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
+    rk.add_argument("--out", type=Path, default=None, help="JSON of every training and the analysis")
     args = p.parse_args(argv)
+    if args.cmd == "ranks":
+        ranks(epochs=args.epochs, random_count=args.random_points, jobs=args.jobs, workdir=args.workdir,
+              out=args.out)
+        return 0
     return _run(args)
 
 

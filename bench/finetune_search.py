@@ -232,12 +232,16 @@ def merge(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """
     earlier = earlier.get("sections", {}).get(FinetuneSearch.NAME, earlier)  # bench/results.json
     earlier = earlier.get("raw", earlier)  # a bench section
-    # The study file's default sampler and pruner do not reach the arms: each names its own.
-    changed = sorted(k for k in {*earlier["spec"], *results["spec"]} - {"sampler", "pruner"}
+    # The study file's default sampler and pruner do not reach the arms: each names its own. The measured
+    # noise reaches only the reference-curve pruners' margins: arms without them may differ in it.
+    extra = [a for a in earlier["arms"] if a not in results["arms"]]
+    ignored = {"sampler", "pruner"}
+    if not any(arm_parts(a)[1] in ("base", "incumbent") for a in extra if a != "ultralytics"):
+        ignored.add("noise")
+    changed = sorted(k for k in {*earlier["spec"], *results["spec"]} - ignored
                      if earlier["spec"].get(k) != results["spec"].get(k))
     if changed:
         raise ValueError(f"the earlier run is of another problem (spec differs in {', '.join(changed)})")
-    extra = [a for a in earlier["arms"] if a not in results["arms"]]
     return {**results, "arms": [*results["arms"], *extra],
             "runs": [*results["runs"], *(r for r in earlier["runs"] if r.get("arm") in extra)],
             "merged": [*results.get("merged", []), {"finished": earlier["finished"], "arms": extra,
@@ -363,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--trials", type=int, default=None, help="trials per study (default: the study file's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per trial, every arm (default: the problem's 5; benchmark 11 replays 15)")
+    p.add_argument("--noise-from", type=Path, default=None, metavar="RANKS_JSON",
+                   help="noise.std and noise.per_epoch from `python -m bench.finetune ranks --out` at these epochs")
+    p.add_argument("--noise-std", type=float, default=None,
+                   help="seed-to-seed std at these epochs (the margin of the base/incumbent pruners; default the "
+                        "study file's, measured at 5 epochs)")
     p.add_argument("--jobs", type=int, default=None, help="studies side by side (default 2 on CPU, 8 on GPU)")
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
     p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/finetune_search)")
@@ -394,15 +405,33 @@ def main(argv: list[str] | None = None) -> int:
         return into_results(results, notes=args.note)
     results = run_search(gpu=args.gpu, quick=args.quick, seeds=[int(x) for x in args.seeds.split(",")],
                          arms=[a for a in args.arms.split(",") if a], trials=args.trials, jobs=args.jobs,
-                         workdir=args.workdir, out=args.out, deadline=args.deadline)
+                         workdir=args.workdir, out=args.out, deadline=args.deadline, epochs=args.epochs,
+                         noise=_noise_option(args))
     print(render(results))
     return 1 if any(r.get("error") for r in results["runs"]) else 0
+
+
+def _noise_option(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec's ``noise:`` from --noise-from (a ranks run) or --noise-std; None keeps the study file's."""
+    if args.noise_from:
+        from bench.finetune import seed_noise
+
+        measured = json.loads(args.noise_from.read_text())
+        std, per_epoch = seed_noise(measured["runs"])
+        if args.epochs and len(per_epoch) != args.epochs:
+            raise SystemExit(f"{args.noise_from}: measured at {len(per_epoch)} epochs, not --epochs {args.epochs}")
+        return {"std": round(std, 4), "per_epoch": [round(x, 4) for x in per_epoch],
+                "source": f"base hyps over 5 seeds at {len(per_epoch)} epochs ({args.noise_from.name}, benchmark 11)"}
+    if args.noise_std is not None:
+        return {"std": args.noise_std, "source": "--noise-std"}
+    return None
 
 
 def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | None = None,
                arms: list[str] | None = None, trials: int | None = None, jobs: int | None = None,
                workdir: Path = REPO / "bench" / ".work", out: Path | None = None,
-               deadline: float | None = None) -> dict[str, Any]:
+               deadline: float | None = None, epochs: int | None = None,
+               noise: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every (arm, seed) study; the results dict (also written to OUT.json/.md/.png after each study)."""
     from hpo.offline import configure_offline
 
@@ -417,6 +446,8 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
     problem = chosen_problem()
     arms = list(arms or ARMS)
     seeds = list(seeds if seeds is not None else (0, 1, 2, 3, 4))
+    if epochs and not quick:
+        problem = {**problem, "train": {**problem["train"], "epochs": epochs}}
     if quick:
         problem = {**problem, "train": {**problem["train"], "epochs": 2}}
         arms, seeds = [a for a in arms if a in ("random-base", "ultralytics")], [0]
@@ -426,6 +457,8 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
     data = ensure_target(workdir, problem)
     spec = finetune_spec_dict(data, Path(rec["weights"]), problem, study_file=STUDY_FILE)
     spec["trials"] = 3 if quick else (trials or spec["trials"])
+    if noise is not None:  # measured for these epochs (the study file's is for its own)
+        spec["noise"] = noise
     if spec.get("prune_after", 1) >= spec["train"]["epochs"]:
         spec["prune_after"] = 1
     if gpu:

@@ -167,6 +167,10 @@ class NoiseSpec(_Strict):
 
     std: float = Field(gt=0, description="sample standard deviation of the objective over training seeds")
     source: str = Field(default="", description="how and where it was measured")
+    per_epoch: list[Annotated[float, Field(gt=0)]] | None = Field(
+        default=None, description="the same std of the best objective up to each epoch (epoch 1 first): the "
+                                  "base/incumbent pruners' margin at that epoch, where mid-training values swing "
+                                  "far more than the final one")
 
 
 class GASpec(_Strict):
@@ -359,6 +363,9 @@ class StudySpec(_Strict):
                 raise ValueError(f"base.{name}: {problem}{origin}")
         if self.prune_after > self.epochs:
             raise ValueError(f"prune_after: {self.prune_after} is more than the {self.epochs} training epochs")
+        if self.noise is not None and self.noise.per_epoch is not None and len(self.noise.per_epoch) != self.epochs:
+            raise ValueError(f"noise.per_epoch: {len(self.noise.per_epoch)} values for {self.epochs} training "
+                             "epochs; give one per epoch")
         for name in self.search_space:
             if name in self.train:
                 raise ValueError(f"train.{name}: is also in search_space; fix it in one place only")

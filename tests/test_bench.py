@@ -75,3 +75,45 @@ def test_hypervolume_2d_is_the_dominated_area() -> None:
     n = 400
     inside = sum(any(p[0] <= (i + 0.5) / n and p[1] <= (j + 0.5) / n for p in points) for i in range(n) for j in range(n))
     assert hypervolume_2d(points, (1.0, 1.0)) == pytest.approx(inside / n**2, abs=0.01)
+
+
+def test_replay_runs_real_pruners_on_recorded_curves() -> None:
+    """Benchmark 11's replay: Optuna/hpo pruners deciding on recorded curves, epochs counted as a worker would."""
+    import optuna
+
+    from bench.prune_replay import replay, simulate, summarise
+    from hpo.search.pruners import ReferenceCurvePruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    curves = [[0.5, 0.6, 0.7], [0.1, 0.1, 0.1], [0.6, 0.7, 0.8], [0.55, 0.65, 0.75]]
+    base_pruner = ReferenceCurvePruner("base", margin=0.01, min_epochs=1)
+    got = replay(curves, [0, 1, 2, 3], base_pruner, base=0)
+    # the bad trial stops after epoch 1; the others train all 3 epochs; a finished trial counts its best epoch
+    assert got == {"epochs": 10, "trials": 4, "finished": 3, "best": 0.8}
+    no_pruning = replay(curves, [0, 1, 2, 3], optuna.pruners.NopPruner(), base=0)
+    assert no_pruning["epochs"] == 12 and no_pruning["best"] == 0.8
+    # with an epoch budget, trials run until it is spent: the 9 epochs of 3 unpruned trials buy all 4 here
+    budget = replay(curves, [0, 1, 2, 3], ReferenceCurvePruner("base", margin=0.01, min_epochs=1), base=0,
+                    epoch_budget=9)
+    assert budget["trials"] == 4 and budget["epochs"] == 10
+    results = simulate(curves, 0, 0.01, trials=3, orders=4,
+                       configs={"base": lambda epochs, noise: ReferenceCurvePruner("base", margin=noise)})
+    rows = {r["pruner"]: r for r in summarise(results, 0.01)}
+    assert rows["none"]["epochs_saved"] == 0 and rows["base"]["epochs_saved"] >= 0
+    assert 0 <= rows["base"]["within_noise_same_trials"] <= 1
+
+
+@pytest.mark.timeout(300)
+def test_quick_prune_replay_trains_and_replays(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "prune_replay", "--out", str(out),
+         "--workdir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.with_suffix(".json").read_text())["sections"]["prune_replay"]
+    assert section["error"] is None
+    assert len(section["raw"]["curves"]) == 3 and all(len(c) == 2 for c in section["raw"]["curves"])
+    pruners = [r["pruner"] for r in section["raw"]["rows"]]
+    assert pruners[0] == "none" and "hyperband r=1 η=3" in pruners and "incumbent curve from 1" in pruners
+    assert "## 11. Pruning replayed on 15-epoch fine-tuning curves" in out.read_text()

@@ -64,3 +64,34 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
     assert analyse(merged)["arms"] == analyse(results)["arms"]
     with pytest.raises(ValueError, match="another problem .*trials"):
         merge(follow_up, {**sec.raw, "spec": {**sec.raw["spec"], "trials": 99}})
+    # Another measured noise matters only to arms whose pruner's margin it is (base, incumbent).
+    renoised = {**sec.raw, "spec": {**sec.raw["spec"], "noise": {"std": 0.5, "per_epoch": [0.6, 0.5]}}}
+    assert merge(follow_up, renoised)["arms"] == ["random-base", "ultralytics"]
+    tuner_only = {**results, "arms": ["ultralytics"], "runs": [r for r in results["runs"] if r["arm"] == "ultralytics"]}
+    with pytest.raises(ValueError, match="another problem .*noise"):
+        merge(tuner_only, renoised)
+
+    # The same run added to benchmark 11's stored section (`python -m bench.prune_replay confirm`), twice:
+    # the second replaces the first.
+    from bench.prune_replay import confirm
+
+    stored = tmp_path / "results.json"
+    stored.write_text(json.dumps({
+        "run_id": "r", "command": "python -m bench", "quick": False, "finished": "x", "seconds": 60.0,
+        "machine": {"cpu": "c", "cores": 2, "usable_cores": 2, "memory_gib": 1, "gpu": "none", "os": "o",
+                    "python": "3.11"}, "versions": {},
+        "sections": {"prune_replay": {"name": "prune_replay", "title": "11. Pruning replayed", "started": "x",
+                                      "seconds": 1.0, "setup": ["Replay: ..."], "notes": ["replay note"],
+                                      "tables": [{"title": "Pruners replayed", "columns": ["a"], "rows": [["1"]]}],
+                                      "raw": {}}}}))
+    for label in ("", "", "per-epoch"):
+        confirm(out.with_suffix(".json"), notes=["a real note"], results_path=stored, label=label)
+    section = json.loads(stored.read_text())["sections"]["prune_replay"]
+    titles = [t["title"] for t in section["tables"]]
+    assert titles[0] == "Pruners replayed" and titles[1].startswith("Real studies: Best-so-far objective")
+    assert sum(t.startswith("Real studies: Best-so-far") for t in titles) == 1
+    assert sum(t.startswith("Real studies (per-epoch): Best-so-far") for t in titles) == 1
+    assert section["notes"] == ["replay note", "Real studies: a real note", "Real studies (per-epoch): a real note"]
+    assert set(section["raw"]["confirm"]) == {"", "per-epoch"}
+    assert "trials" not in section["raw"]["confirm"][""]["runs"][0]
+    assert "Real studies: Best-so-far objective" in stored.with_suffix(".md").read_text()

@@ -105,3 +105,30 @@ def test_registry_takes_margin_and_min_epochs_from_the_spec(tmp_path) -> None:
         pruner = PRUNERS[name](spec)
         assert (pruner.reference, pruner.margin, pruner.min_epochs) == (name, 0.03, 2)
     assert PRUNERS["base"](spec.model_copy(update={"noise": None})).margin == 0.0
+
+
+def test_per_epoch_margin_spares_mid_training_swings_and_still_prunes_late(tmp_path) -> None:
+    """`noise.per_epoch`: a wide margin while values swing between seeds, the final one's at the end."""
+    study = _study()
+    _finished(study, BASE, base=True)
+    wide_then_narrow = ReferenceCurvePruner("base", margin=[0.2, 0.2, 0.1, 0.05, 0.02])
+    final_only = ReferenceCurvePruner("base", margin=0.02)
+    seed_luck = [0.40, 0.45, 0.62, 0.70, 0.71]  # 0.136 behind the base at epoch 1, level by epoch 4
+    assert _epochs_before_pruned(study, final_only, seed_luck) == 1
+    assert _epochs_before_pruned(study, wide_then_narrow, seed_luck) is None
+    assert _epochs_before_pruned(study, wide_then_narrow, COLLAPSED) == 1  # broken: behind by more than 0.2
+    assert _epochs_before_pruned(study, wide_then_narrow, [0.5, 0.5, 0.62, 0.63, 0.63]) == 4
+    assert ReferenceCurvePruner("base", margin=[0.3, 0.1]).margin_at(5) == 0.1  # the last serves later epochs
+    with pytest.raises(ValueError, match="margin"):
+        ReferenceCurvePruner("base", margin=[0.1, -0.1])
+
+    from hpo.spec import parse_spec
+    from conftest import SEED_SEARCH
+
+    data = {"name": "t", "model": "yolov5n.yaml", "data": str(tmp_path / "d.yaml"),
+            "train": {"epochs": 3, "optimizer": "SGD"}, "search_space": SEED_SEARCH["search_space"],
+            "noise": {"std": 0.01, "per_epoch": [0.04, 0.03, 0.01]}}
+    spec = parse_spec(data, stored=True)
+    assert PRUNERS["incumbent"](spec).margin == [0.04, 0.03, 0.01]
+    with pytest.raises(Exception, match=r"noise.per_epoch: 2 values for 3 training epochs"):
+        parse_spec({**data, "noise": {"std": 0.01, "per_epoch": [0.04, 0.03]}}, stored=True)
