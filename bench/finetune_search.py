@@ -41,6 +41,9 @@ SAMPLER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: The study file benchmark 4 runs, on bench/finetune.py's chosen problem (P1): the demo's.
 STUDY_FILE = REPO / "studies" / "demo.yaml"
+#: Trials per study (the tuner's iterations) unless --trials says otherwise: section 9's size, kept apart
+#: from the demo's own budget (``trials:`` in the study file), which serves a one-command run.
+TRIALS = 8
 #: Arms that prune get this many times the tuner's trials: compared per epoch, a pruned trial is cheaper.
 PRUNED_TRIALS_FACTOR = 1.5
 
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke: 2 arms, seed 0, 3 trials of 2 epochs")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--trials", type=int, default=None, help="trials per study (default: the study file's)")
+    p.add_argument("--trials", type=int, default=None, help=f"trials per study (default {TRIALS})")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per trial, every arm (default: the problem's 5; benchmark 11 replays 15)")
     p.add_argument("--noise-from", type=Path, default=None, metavar="RANKS_JSON",
@@ -456,7 +459,7 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
         rec = {**json.loads(COMMITTED_RECORD.read_text()), "weights": str(COMMITTED)}
     data = ensure_target(workdir, problem)
     spec = finetune_spec_dict(data, Path(rec["weights"]), problem, study_file=STUDY_FILE)
-    spec["trials"] = 3 if quick else (trials or spec["trials"])
+    spec["trials"] = 3 if quick else (trials or TRIALS)
     if noise is not None:  # measured for these epochs (the study file's is for its own)
         spec["noise"] = noise
     if spec.get("prune_after", 1) >= spec["train"]["epochs"]:
