@@ -186,10 +186,11 @@ def analyse(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
     ok = [r for r in runs if not r.get("error") and len(r.get("values", [])) == epochs]
     seeds = [r for r in ok if r["kind"] == "seed"]
     hyps = [r for r in ok if r["kind"] != "seed" or r["seed"] == 0]  # base (seed 0), lr0 and random points
+    final_noise, best_so_far_noise = seed_noise(seeds)
     per_epoch = []
     for e in range(epochs):
         noise = _std([r["values"][e] for r in seeds])
-        best_noise = _std([max(r["values"][:e + 1]) for r in seeds])  # what the reference pruners compare
+        best_noise = best_so_far_noise[e] if best_so_far_noise else float("nan")  # what the reference pruners compare
         vals = [r["values"][e] for r in hyps]
         spread = max(vals) - min(vals) if vals else float("nan")
         per_epoch.append({"epoch": e + 1, "noise_std": noise, "best_so_far_std": best_noise, "spread": spread,
@@ -197,7 +198,7 @@ def analyse(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
                           "spearman_vs_final": spearman(vals, [max(r["values"]) for r in hyps])})
     finals_seed = [max(r["values"]) for r in seeds]
     finals = [max(r["values"]) for r in hyps]
-    noise = _std(finals_seed)
+    noise = final_noise
     spread = max(finals) - min(finals) if finals else float("nan")
     hyp_std = _std(finals)
     return {"n_seed_runs": len(seeds), "n_hyp_runs": len(hyps), "noise_std": noise, "hyp_std": hyp_std,
@@ -402,6 +403,8 @@ def seed_noise(runs: list[dict[str, Any]]) -> tuple[float, list[float]]:
     """The base hyps' seed-to-seed std of the final value, and of the best value up to each epoch (a spec's
     ``noise.std`` and ``noise.per_epoch``), from a problem's ``seed`` runs."""
     seeds = [r["values"] for r in runs if r.get("kind") == "seed" and not r.get("error") and r.get("values")]
+    if not seeds:
+        return float("nan"), []
     epochs = min(len(v) for v in seeds)
     per_epoch = [_std([max(v[:k + 1]) for v in seeds]) for k in range(epochs)]
     return _std([max(v) for v in seeds]), per_epoch

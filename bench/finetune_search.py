@@ -449,10 +449,10 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
     problem = chosen_problem()
     arms = list(arms or ARMS)
     seeds = list(seeds if seeds is not None else (0, 1, 2, 3, 4))
-    if epochs and not quick:
+    epochs = 2 if quick else epochs
+    if epochs:
         problem = {**problem, "train": {**problem["train"], "epochs": epochs}}
     if quick:
-        problem = {**problem, "train": {**problem["train"], "epochs": 2}}
         arms, seeds = [a for a in arms if a in ("random-base", "ultralytics")], [0]
         rec = pretrain(quick=True, root=workdir / "pretrained", device=device, log=say)
     else:  # the demo's own checkpoint, on any device: its noise floor was measured on exactly these weights

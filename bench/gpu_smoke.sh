@@ -78,12 +78,11 @@ pack() {  # pack ARM LABEL LAUNCH-OPTIONS...: one arm, one record in packing.jso
   local t0 t1 rc
   t0=$EPOCHREALTIME
   python3 -m hpo launch --study "$W/pack_$arm.yaml" --storage "sqlite:///$W/pack.db" --gpus 0 --seed 0 \
-    --runs-dir "$W/runs" --json "$@" > "$W/pack_$arm.json" 2> "$W/pack_$arm.err"
+    --runs-dir "$W/runs" --json "$@" > "$W/logs/pack_$arm.json" 2> "$W/logs/pack_$arm.err"
   rc=$?
   t1=$EPOCHREALTIME
   python3 -m bench.gpu_record arm --out "$OUT" --arm "$arm" --label "$label" --shape "$SHAPE" --card "$CARD" \
-    --start "$t0" --end "$t1" --rc "$rc" --summary "$W/pack_$arm.json" --dmon "$OUT/dmon.log"
-  cp "$W/pack_$arm.json" "$W/pack_$arm.err" "$W/logs/" 2>/dev/null
+    --start "$t0" --end "$t1" --rc "$rc" --summary "$W/logs/pack_$arm.json" --dmon "$OUT/dmon.log"
   cp -r "$W/runs/pack_$arm/logs" "$W/logs/pack_$arm" 2>/dev/null
 }
 echo "== trials per hour on ${CARD:-unknown GPU}" | tee -a "$OUT/steps.log"

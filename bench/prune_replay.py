@@ -72,11 +72,13 @@ def _configs(per_epoch_noise: list[float] | None = None) -> dict[str, Callable[[
 
 
 def replay(curves: list[list[float]], order: list[int], pruner: Any, *, base: int | None,
-           epoch_budget: int | None = None) -> dict[str, Any]:
+           epoch_budget: int | None = None, snapshot_after: int | None = None) -> dict[str, Any]:
     """One study replayed: the trials of ``order`` (indices into ``curves``) one after another.
 
     Without ``epoch_budget`` every trial of ``order`` runs; with it, trials run until that many epochs
-    are spent (a trial started within the budget trains as far as its pruner lets it).
+    are spent (a trial started within the budget trains as far as its pruner lets it). With
+    ``snapshot_after``, ``"snapshot"`` holds the epochs and best after that many trials: what a study of
+    only those trials would have ended with (a pruner decides on the trials so far, never on later ones).
     """
     import optuna
 
@@ -85,11 +87,13 @@ def replay(curves: list[list[float]], order: list[int], pruner: Any, *, base: in
     # A fixed name: Optuna's Hyperband assigns brackets by hashing the study's name with the trial number.
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    epochs = finished = 0
+    epochs = finished = started = 0
+    snapshot = None
     for idx in order:
         if epoch_budget is not None and epochs >= epoch_budget:
             break
         trial = study.ask()
+        started += 1
         if idx == base:
             trial.set_user_attr(BASE_TRIAL, True)
         values = curves[idx]
@@ -105,8 +109,13 @@ def replay(curves: list[list[float]], order: list[int], pruner: Any, *, base: in
         else:
             study.tell(trial, max(values))
             finished += 1
-    best = study.best_value if finished else None
-    return {"epochs": epochs, "trials": len(study.trials), "finished": finished, "best": best}
+        if started == snapshot_after:
+            snapshot = {"epochs": epochs, "best": study.best_value if finished else None}
+    out = {"epochs": epochs, "trials": started, "finished": finished,
+           "best": study.best_value if finished else None}
+    if snapshot_after is not None:
+        out["snapshot"] = snapshot
+    return out
 
 
 def simulate(curves: list[list[float]], base: int, noise: float, *, trials: int = TRIALS, orders: int = ORDERS,
@@ -130,10 +139,13 @@ def simulate(curves: list[list[float]], base: int, noise: float, *, trials: int 
     for label, make in (configs or _configs(per_epoch_noise)).items():
         saved, diff_trials, diff_epochs, n_epochs_trials = [], [], [], []
         for d, ref in zip(draws, none_best):
-            same = replay(curves, d[:trials], make(epochs, noise), base=base)
+            # One replay serves both views: pruning only saves epochs, so the budget of `trials` unpruned
+            # trials always reaches trial `trials`, and the study up to there is the same-trials study.
+            budget = replay(curves, d, make(epochs, noise), base=base, epoch_budget=trials * epochs,
+                            snapshot_after=trials)
+            same = budget["snapshot"]
             saved.append(1 - same["epochs"] / (trials * epochs))
             diff_trials.append((same["best"] if same["best"] is not None else 0.0) - ref)
-            budget = replay(curves, d, make(epochs, noise), base=base, epoch_budget=trials * epochs)
             diff_epochs.append((budget["best"] if budget["best"] is not None else 0.0) - ref)
             n_epochs_trials.append(budget["trials"])
         results[label] = {"epochs_saved": saved, "diff_same_trials": diff_trials, "diff_same_epochs": diff_epochs,
@@ -317,10 +329,7 @@ def confirm(run_json: Path, notes: list[str] | None = None, results_path: Path |
     sec["notes"] += [tag + n for n in (result_notes(run) + list(notes or []))]
     kept = {k: v for k, v in run.items() if k != "runs"}
     kept["runs"] = [{k: v for k, v in r.items() if k != "trials"} for r in run["runs"]]
-    sec.setdefault("raw", {}).setdefault("confirm", {})
-    if "runs" in sec["raw"]["confirm"]:  # an earlier single, unlabelled record
-        sec["raw"]["confirm"] = {"": sec["raw"]["confirm"]}
-    sec["raw"]["confirm"][label] = kept
+    sec.setdefault("raw", {}).setdefault("confirm", {})[label] = kept
     return store_section(sec, results_path)
 
 

@@ -16,13 +16,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _quick_bench(tmp_path: Path, only: str, *options: str, timeout: float) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python -m bench --quick --only ONLY` into tmp_path: the process and its results.md."""
+    out = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", only, *options, "--out", str(out),
+                           "--workdir", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc, out
+
+
 @pytest.mark.timeout(120)
 def test_quick_overhead_on_sqlite_writes_the_report(tmp_path: Path) -> None:
-    out = tmp_path / "results.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "overhead", "--storages", "sqlite",
-         "--out", str(out), "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=110)
+    proc, out = _quick_bench(tmp_path, "overhead", "--storages", "sqlite", timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.with_suffix(".json").read_text())
     assert results["quick"] is True and list(results["sections"]) == ["overhead"]
@@ -41,11 +46,7 @@ def test_quick_overhead_on_sqlite_writes_the_report(tmp_path: Path) -> None:
 @pytest.mark.timeout(660)
 def test_quick_hypervolume_runs_three_samplers_on_the_deploy_problem(tmp_path: Path) -> None:
     """Real `hpo worker` studies of studies/deploy.yaml (tiny twin, 2 trials of 1 epoch per sampler)."""
-    out = tmp_path / "results.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "hypervolume", "--out", str(out),
-         "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=600)  # ~90 s on quiet cores
+    proc, out = _quick_bench(tmp_path, "hypervolume", timeout=600)  # ~90 s on quiet cores
     assert proc.returncode == 0, proc.stderr[-3000:]
     section = json.loads(out.with_suffix(".json").read_text())["sections"]["hypervolume"]
     assert section["error"] is None
@@ -105,11 +106,7 @@ def test_replay_runs_real_pruners_on_recorded_curves() -> None:
 
 @pytest.mark.timeout(300)
 def test_quick_prune_replay_trains_and_replays(tmp_path: Path) -> None:
-    out = tmp_path / "results.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "prune_replay", "--out", str(out),
-         "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=280)
+    proc, out = _quick_bench(tmp_path, "prune_replay", timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     section = json.loads(out.with_suffix(".json").read_text())["sections"]["prune_replay"]
     assert section["error"] is None
