@@ -401,13 +401,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def seed_noise(runs: list[dict[str, Any]]) -> tuple[float, list[float]]:
     """The base hyps' seed-to-seed std of the final value, and of the best value up to each epoch (a spec's
-    ``noise.std`` and ``noise.per_epoch``), from a problem's ``seed`` runs."""
-    seeds = [r["values"] for r in runs if r.get("kind") == "seed" and not r.get("error") and r.get("values")]
-    if not seeds:
-        return float("nan"), []
-    epochs = min(len(v) for v in seeds)
-    per_epoch = [_std([max(v[:k + 1]) for v in seeds]) for k in range(epochs)]
-    return _std([max(v) for v in seeds]), per_epoch
+    ``noise.std`` and ``noise.per_epoch``), from a problem's ``seed`` runs: ``hpo noise``'s own statistic."""
+    from hpo.search.noise import seed_noise as of_curves
+
+    return of_curves([r["values"] for r in runs if r.get("kind") == "seed" and not r.get("error") and r.get("values")])
 
 
 def ranks(*, epochs: int, random_count: int, jobs: int, workdir: Path, out: Path | None = None,

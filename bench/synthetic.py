@@ -185,6 +185,8 @@ def measure(arm: str, url: str, spec_dict: dict[str, Any], *, budget: int, worke
     import optuna
     from optuna.trial import TrialState
 
+    from hpo.attrs import SURPLUS
+
     create_study(arm, url, spec_dict, budget)
     ctx = mp.get_context("spawn")
     go = ctx.Event()
@@ -243,7 +245,10 @@ def measure(arm: str, url: str, spec_dict: dict[str, Any], *, budget: int, worke
     return {
         "finished": len(finished),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "failed": sum(t.state == TrialState.FAIL for t in trials),
+        # A worker that loses the race for the last budget slot records a FAIL marked surplus and
+        # trains nothing (hpo's design, see hpo.search.worker): counted apart from real failures.
+        "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS) for t in trials),
+        "surplus": sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(SURPLUS)) for t in trials),
         "makespan_s": makespan,
         "seconds_per_trial": makespan / budget,
         "throughput_per_s": budget / makespan,

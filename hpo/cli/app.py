@@ -9,14 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from hpo.cli import data, final, study
+from hpo.cli import data, final, noise, study
 from hpo.errors import HpoError
 
 app = typer.Typer(
     name="hpo",
     help="Hyperparameter optimisation for YOLO object detection, built on Optuna.\n\n"
-    "Typical flow: `hpo data synth` or `hpo data prepare` -> `hpo launch --study NAME` -> "
-    "`hpo status` -> `hpo export`.",
+    "Typical flow: `hpo data synth` or `hpo data prepare` -> `hpo noise --study NAME` (once per problem) -> "
+    "`hpo launch --study NAME` -> `hpo status` -> `hpo export`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -47,7 +47,7 @@ def _options(version: Annotated[bool, typer.Option("--version", help="print the 
 
 
 app.add_typer(data.app, name="data")
-for command in (study.launch, study.worker, study.status, final.export, final.retrain, final.dashboard,
+for command in (noise.noise, study.launch, study.worker, study.status, final.export, final.retrain, final.dashboard,
                 final.report):
     app.command()(command)
 

@@ -255,6 +255,9 @@ def status(
             print_front(console, summary)
         if summary.get("vs_base"):
             console.print(gain_line(summary["vs_base"]))
+            if "gain_in_noise" not in summary["vs_base"]:
+                console.print(f"is that gain real or seed luck? measure the noise once: hpo noise --study {study} "
+                              "(and add the noise: block it prints to the study file)", soft_wrap=True)
         if summary.get("final"):
             print_final(console, summaries[0]["final"])
         for line in summaries[0].get("warnings", []):

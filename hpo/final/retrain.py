@@ -41,8 +41,7 @@ from hpo.search.cost import violations_text
 from hpo.search.objective import objective_value
 from hpo.spec import COST_METRICS, StudySpec, render_config
 from hpo.study import StudySettings, pareto_front
-from hpo.search.trial_runner import TrialRecord, TrialRunner
-
+from hpo.search.trial_runner import ProgressRunner, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -130,39 +129,6 @@ def inspect_weights(path: Path) -> tuple[int, bool]:
     return path.stat().st_size, stripped
 
 
-class _ProgressRunner(TrialRunner):
-    """A trial runner that drives one progress bar per training (batches over all epochs)."""
-
-    def __init__(self, *args: Any, progress: Progress | None = None, label: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.progress = progress
-        self.label = label
-
-    def build_model(self, *args: Any, **kwargs: Any) -> Any:
-        model = super().build_model(*args, **kwargs)
-        progress = self.progress
-        if progress is None:
-            return model
-        task = progress.add_task(self.label, total=None)
-
-        def on_train_start(trainer: Any) -> None:
-            progress.update(task, total=trainer.epochs * len(trainer.train_loader),
-                            completed=trainer.start_epoch * len(trainer.train_loader))
-
-        def on_train_batch_end(trainer: Any) -> None:
-            progress.advance(task)
-
-        def on_fit_epoch_end(trainer: Any) -> None:
-            m = trainer.metrics or {}
-            progress.update(task, description=f"{self.label} epoch {min(trainer.epoch + 1, trainer.epochs)}"
-                            f"/{trainer.epochs} mAP50-95 {m.get('metrics/mAP50-95(B)', float('nan')):.3f}")
-
-        model.add_callback("on_train_start", on_train_start)
-        model.add_callback("on_train_batch_end", on_train_batch_end)
-        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
-        return model
-
-
 class Retrainer:
     """Retrains a study's top trials on the full set and records the outcome with the study.
 
@@ -237,7 +203,7 @@ class Retrainer:
         if reused is not None:
             self._judge(reused, trial)
             return reused
-        runner = _ProgressRunner(self.spec, runs_dir=self.final_dir.parent, device=self.device,
+        runner = ProgressRunner(self.spec, runs_dir=self.final_dir.parent, device=self.device,
                                  study_name=self.study.study_name, stop_event=self.stop_event,
                                  progress=bar, label=f"trial {trial.number} (mini rank {rank})")
         if save_dir.exists():  # a stale or interrupted run: start clean, Ultralytics would resume oddly

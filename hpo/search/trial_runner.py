@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -28,6 +28,8 @@ from hpo.search.retry import resume_point
 from hpo.search.val_subset import ValidationSubset
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger("hpo.search.trial")
 
@@ -324,6 +326,40 @@ class TrialRunner:
         from hpo.artifacts import upload_trial_files
 
         upload_trial_files(trial, save_dir, self.artifact_dir)  # while the trial still runs: Optuna refuses it later
+
+
+class ProgressRunner(TrialRunner):
+    """A runner for trainings outside a study (retrains, noise seeds): one progress bar per training,
+    batches over all epochs, its mAP in the description."""
+
+    def __init__(self, *args: Any, progress: Progress | None = None, label: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+        self.label = label
+
+    def build_model(self, *args: Any, **kwargs: Any) -> Any:
+        model = super().build_model(*args, **kwargs)
+        progress = self.progress
+        if progress is None:
+            return model
+        task = progress.add_task(self.label, total=None)
+
+        def on_train_start(trainer: Any) -> None:
+            progress.update(task, total=trainer.epochs * len(trainer.train_loader),
+                            completed=trainer.start_epoch * len(trainer.train_loader))
+
+        def on_train_batch_end(trainer: Any) -> None:
+            progress.advance(task)
+
+        def on_fit_epoch_end(trainer: Any) -> None:
+            m = trainer.metrics or {}
+            progress.update(task, description=f"{self.label} epoch {min(trainer.epoch + 1, trainer.epochs)}"
+                            f"/{trainer.epochs} mAP50-95 {m.get('metrics/mAP50-95(B)', float('nan')):.3f}")
+
+        model.add_callback("on_train_start", on_train_start)
+        model.add_callback("on_train_batch_end", on_train_batch_end)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+        return model
 
 
 def _finite(losses: Any) -> bool:
