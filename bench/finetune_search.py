@@ -46,10 +46,22 @@ STUDY_FILE = REPO / "studies" / "demo.yaml"
 TRIALS = 8
 #: Arms that prune get this many times the tuner's trials: compared per epoch, a pruned trial is cheaper.
 PRUNED_TRIALS_FACTOR = 1.5
+#: With ``--equal-epochs`` arms that prune instead spend the unpruned arms' epochs (hpo's ``epoch_budget``),
+#: in at most this many times their trials.
+EQUAL_EPOCHS_TRIAL_CAP = 4
+
+
+def pruned_budget_text(results: dict[str, Any]) -> str:
+    """How a run's pruning arms were budgeted, for its setup lines."""
+    spec = results["spec"]
+    if results.get("equal_epochs"):
+        return (f"Pruning arms spend the unpruned arms' epochs (hpo's epoch budget, "
+                f"{spec['trials'] * spec['train']['epochs']} epochs, at most {EQUAL_EPOCHS_TRIAL_CAP}x the trials)")
+    return f"Pruning arms get {PRUNED_TRIALS_FACTOR:g}x the trials"
 
 
 def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str,
-              env: dict[str, str], deadline: float | None = None) -> dict[str, Any]:
+              env: dict[str, str], deadline: float | None = None, equal_epochs: bool = False) -> dict[str, Any]:
     """One study: hpo worker (sampler-pruner arm) or Ultralytics' tuner; its best-so-far curve.
 
     At ``deadline`` (time.time()) the study's process is killed; an hpo study keeps the trials it
@@ -85,7 +97,9 @@ def study_run(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: 
             spec = {**spec, "ga": ga}
         url = f"sqlite:///{d / 'hpo.db'}"
         storage = open_storage(url)
-        create_or_join(storage, parse_spec(spec), sampler=sampler, pruner=pruner, budget=trials_for(arm, spec))
+        budget, epoch_budget = trials_for(arm, spec, equal_epochs)
+        create_or_join(storage, parse_spec(spec), sampler=sampler, pruner=pruner, budget=budget,
+                       epoch_budget=epoch_budget)
         storage.engine.dispose()
         cmd = [sys.executable, "-m", "hpo", "worker", "--study", spec["name"], "--storage", url, "--seed", str(seed),
                "--worker-index", "0", "--device", device, "--runs-dir", str(d / "runs"), "--keep", "1", "--verbose"]
@@ -108,10 +122,15 @@ def arm_parts(arm: str) -> tuple[str, str, dict[str, Any]]:
     return sampler, pruner, ga
 
 
-def trials_for(arm: str, spec: dict[str, Any]) -> int:
-    """The arm's trial budget: the study's, or :data:`PRUNED_TRIALS_FACTOR` times it for a pruning arm."""
+def trials_for(arm: str, spec: dict[str, Any], equal_epochs: bool = False) -> tuple[int, int | None]:
+    """The arm's (trial budget, epoch budget): the study's trials, or for a pruning arm
+    :data:`PRUNED_TRIALS_FACTOR` times them, or with ``equal_epochs`` the unpruned arms' epochs."""
     pruning = arm != "ultralytics" and not arm.endswith("-none")
-    return math.ceil(spec["trials"] * PRUNED_TRIALS_FACTOR) if pruning else spec["trials"]
+    if not pruning:
+        return spec["trials"], None
+    if equal_epochs:
+        return spec["trials"] * EQUAL_EPOCHS_TRIAL_CAP, spec["trials"] * spec["train"]["epochs"]
+    return math.ceil(spec["trials"] * PRUNED_TRIALS_FACTOR), None
 
 
 def curve_at(curve: list[list[Any]], epochs: int) -> float | None:
@@ -377,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-std", type=float, default=None,
                    help="seed-to-seed std at these epochs (the margin of the base/incumbent pruners; default the "
                         "study file's, measured at 5 epochs)")
+    p.add_argument("--equal-epochs", action="store_true",
+                   help="pruning arms spend the unpruned arms' epochs (an epoch budget of trials x epochs, at most "
+                        f"{EQUAL_EPOCHS_TRIAL_CAP}x the trials) instead of {PRUNED_TRIALS_FACTOR:g}x the trials")
     p.add_argument("--jobs", type=int, default=None, help="studies side by side (default 2 on CPU, 8 on GPU)")
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
     p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/finetune_search)")
@@ -409,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_search(gpu=args.gpu, quick=args.quick, seeds=[int(x) for x in args.seeds.split(",")],
                          arms=[a for a in args.arms.split(",") if a], trials=args.trials, jobs=args.jobs,
                          workdir=args.workdir, out=args.out, deadline=args.deadline, epochs=args.epochs,
-                         noise=_noise_option(args))
+                         noise=_noise_option(args), equal_epochs=args.equal_epochs)
     print(render(results))
     return 1 if any(r.get("error") for r in results["runs"]) else 0
 
@@ -434,7 +456,7 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
                arms: list[str] | None = None, trials: int | None = None, jobs: int | None = None,
                workdir: Path = REPO / "bench" / ".work", out: Path | None = None,
                deadline: float | None = None, epochs: int | None = None,
-               noise: dict[str, Any] | None = None) -> dict[str, Any]:
+               noise: dict[str, Any] | None = None, equal_epochs: bool = False) -> dict[str, Any]:
     """Every (arm, seed) study; the results dict (also written to OUT.json/.md/.png after each study)."""
     from hpo.offline import configure_offline
 
@@ -485,7 +507,7 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
         results = {"device": "CUDA GPU 0" if gpu else "CPU", "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
                    "seconds": round(time.perf_counter() - started, 1), "seeds": seeds, "arms": arms, "jobs": jobs,
                    "spec": spec, "pretrained": {k: rec.get(k) for k in ("key", "final", "train_seconds", "device")},
-                   "complete": len(runs) == len(tasks), "runs": runs}
+                   "complete": len(runs) == len(tasks), "equal_epochs": equal_epochs, "runs": runs}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         out.with_suffix(".md").write_text(render(results))
@@ -493,7 +515,8 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
         return results
 
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, stop_at) for arm, seed in tasks]
+        futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, stop_at, equal_epochs)
+                   for arm, seed in tasks]
         for fut in as_completed(futures):
             runs.append(fut.result())
             write()
@@ -530,8 +553,9 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
         f"noise of the base hyps: std {noise.get('std', '?')} (training seeds 0-4).",
         f"Arms: {', '.join(results['arms'])}; `hpo worker` on a fresh SQLite study per (arm, seed), the "
         "seed feeding the sampler; `ultralytics`: `model.tune()`'s Tuner on the same space, data, epochs and "
-        f"iteration count (`bench/ultra_tune.py`). {spec['trials']} trials per study; arms that prune get "
-        f"{PRUNED_TRIALS_FACTOR:g}x the trials and are compared within the tuner's epochs. Pruners stop a trial "
+        f"iteration count (`bench/ultra_tune.py`). {spec['trials']} trials per study; "
+        f"{pruned_budget_text(results)[0].lower() + pruned_budget_text(results)[1:]}, and every arm is compared "
+        "within the tuner's epochs. Pruners stop a trial "
         f"from epoch {spec.get('prune_after', 1)} on: Hyperband (min_resource {spec.get('prune_after', 1)}, "
         f"max_resource {t['epochs']}, reduction factor 3); `base`/`incumbent`: best-so-far more than the noise std "
         "behind the base trial's / the best finished trial's best-so-far at the same epoch.",
@@ -564,9 +588,9 @@ def into_results(results: dict[str, Any], notes: list[str] | None = None) -> int
 
 
 def _guard(workdir: Path, spec: dict[str, Any], arm: str, seed: int, device: str, env: dict[str, str],
-           deadline: float | None) -> dict[str, Any]:
+           deadline: float | None, equal_epochs: bool = False) -> dict[str, Any]:
     try:
-        return study_run(workdir, spec, arm, seed, device, env, deadline)
+        return study_run(workdir, spec, arm, seed, device, env, deadline, equal_epochs)
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return {"key": f"{arm}-s{seed}", "arm": arm, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -299,7 +299,7 @@ def confirm(run_json: Path, notes: list[str] | None = None, results_path: Path |
     import json
 
     from bench.common import REPO
-    from bench.finetune_search import result_notes, result_tables
+    from bench.finetune_search import pruned_budget_text, result_notes, result_tables
     from bench.report import store_section
 
     run = json.loads(run_json.read_text())
@@ -321,8 +321,8 @@ def confirm(run_json: Path, notes: list[str] | None = None, results_path: Path |
         f"{tag}`python -m bench.finetune_search --epochs {spec['train']['epochs']} --trials {spec['trials']}` "
         f"({', '.join(run['arms'])}; seeds {', '.join(map(str, run['seeds']))}; {run['seconds'] / 60:.0f} min on "
         f"{run['device']}{'; arms merged from ' + ', '.join(m['finished'] for m in run['merged']) if run.get('merged') else ''}), "
-        f"each a real `hpo worker` study; the reference pruners' margin: {margin}. Pruning arms get 1.5x the "
-        "trials and are compared within the epochs of the unpruned arms."]
+        f"each a real `hpo worker` study; the reference pruners' margin: {margin}. {pruned_budget_text(run)} "
+        "and are compared within the epochs of the unpruned arms."]
     sec["targets"] = [t for t in sec.get("targets", []) if not t["target"].startswith(tag)]
     sec["targets"] += real_targets(run, tag)
     sec["notes"] = [n for n in sec["notes"] if not n.startswith(tag)]

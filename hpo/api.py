@@ -99,7 +99,8 @@ def check_study_files(spec: Any, source: str) -> None:
 
 
 def launch(study: str | Path, *, storage: str | None = None, sampler: str | None = None,
-           pruner: str | None = None, trials: int | None = None, workers: int = 1, device: str | None = None,
+           pruner: str | None = None, trials: int | None = None, epoch_budget: int | None = None,
+           workers: int = 1, device: str | None = None,
            gpus: list[str] | None = None, workers_per_gpu: int | str = 1, gpu_mem_per_trial: float | None = None,
            mps: str = "auto", allow_spec_change: bool = False,
            allow_budget_cut: bool = False, studies_dir: str | Path = "studies", create_only: bool = False,
@@ -140,14 +141,14 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
     options = options or WorkerOptions(artifacts=artifact_dir(None, url))
     check_writable(options.runs_dir, options.artifacts)
     rdb, url = open_storage(url, create=True)
-    settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials,
+    settings = create_or_join(rdb, spec, sampler=sampler, pruner=pruner, budget=trials, epoch_budget=epoch_budget,
                               allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut)
     for change in settings.changes:  # a join that changes the study says so
         console.print(f"[yellow]warning:[/] study {spec.name}: {change}", soft_wrap=True)
     the_study = optuna.load_study(study_name=spec.name, storage=rdb)
     if create_only:
         console.print(f"study [bold]{spec.name}[/] ready on {mask_url(url)}: sampler {settings.sampler}, pruner "
-                      f"{settings.pruner}, budget {settings.budget}; start workers with `hpo worker --study "
+                      f"{settings.pruner}, budget {budget_text(settings)}; start workers with `hpo worker --study "
                       f"{spec.name}`")
         return {**study_summary(the_study, settings), "worker_errors": 0, "storage": mask_url(url),
                 "changes": list(settings.changes), "interrupted": False, "failed_workers": []}
@@ -157,7 +158,7 @@ def launch(study: str | Path, *, storage: str | None = None, sampler: str | None
                          workers_per_gpu=gpu_plan["workers_per_gpu"])
     on_gpu = plans[0].device != "cpu"
     console.print(f"study [bold]{spec.name}[/] on {mask_url(url)}: sampler {settings.sampler}, pruner "
-                  f"{settings.pruner}, budget {settings.budget}, {len(plans)} worker(s) on "
+                  f"{settings.pruner}, budget {budget_text(settings)}, {len(plans)} worker(s) on "
                   f"{'GPU' if on_gpu else 'CPU'}")
     if spec.base_import is not None:  # YOLOv5 keys without an Ultralytics meaning: said, not dropped silently
         for line in spec.base_import.warning_lines():
@@ -217,14 +218,21 @@ def _plan_gpus(spec: Any, *, gpus: list[str] | None, device: str | None, fixed_p
                      "free_gib": {g: round(f.free_gib, 2) for g, f in fits.items()}, "lines": lines}}
 
 
+def budget_text(settings: StudySettings) -> str:
+    """``20 trials`` or ``20 trials / 300 epochs``: the study's budgets, as launch and status say them."""
+    epochs = f" / {settings.epoch_budget} epochs" if settings.epoch_budget is not None else ""
+    return f"{settings.budget} trials{epochs}"
+
+
 def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
     """What ``hpo status`` and ``hpo launch --json`` say about a study."""
     from hpo.search.objective import METRIC_NAMES
-    from hpo.study import best_trial, progress
+    from hpo.study import best_trial, epoch_use, progress
 
     from hpo.study import gain_over_base, is_multi_objective, pareto_front
 
     state = progress(study)
+    epochs = epoch_use(study, settings.spec.epochs) if settings.epoch_budget is not None else None
     best = best_trial(study)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if state.failed else []
     exhausted = [t.number for t in failed if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None]
@@ -241,6 +249,11 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
         "objectives": [o.model_dump() for o in settings.spec.objectives],
         "constraints": {k: v.model_dump(exclude_none=True) for k, v in settings.spec.constraints.items()},
         "budget": settings.budget,
+        # With an epoch budget: the epochs the finished trials trained (hpo.study.epoch_use), and whether
+        # either budget is reached (the study is done).
+        "epoch_budget": settings.epoch_budget,
+        "epochs_trained": None if epochs is None else epochs.trained,
+        "done": state.finished >= settings.budget or (epochs is not None and epochs.trained >= settings.epoch_budget),
         "warnings": settings.spec.base_import.warning_lines() if settings.spec.base_import else [],
         "final": study_attrs.get(attrs.STUDY_FINAL),
         # Trials whose worker died or was stopped once too often: their hyps were never trained to the end.

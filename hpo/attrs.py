@@ -15,6 +15,7 @@ STUDY_SPEC = "hpo:spec"  # the validated study spec (JSON)
 STUDY_SAMPLER = "hpo:sampler"
 STUDY_PRUNER = "hpo:pruner"
 STUDY_BUDGET = "hpo:trials"  # study-wide budget of finished trials (key kept for stored studies)
+STUDY_EPOCH_BUDGET = "hpo:epoch_budget"  # study-wide budget of epochs trained (None: trials alone)
 STUDY_OBJECTIVE = "hpo:objective"  # the primary objective
 STUDY_OBJECTIVES = "hpo:objectives"  # every objective, primary first
 STUDY_FINAL = "hpo:final"  # the record of `hpo retrain`

@@ -2,7 +2,7 @@
 
 A spec says what to train (model, weights, data, fixed training arguments), what to optimise (the
 objective), where to search (the search space, with optional GA gains), where to start (base hyps),
-how (default sampler and pruner), how long (trial budget) and how to finish (retrain settings).
+how (default sampler and pruner), how long (trial and epoch budgets) and how to finish (retrain settings).
 
 The validated spec is stored with the study (a study attribute), so workers, ``status``, ``export``
 and ``retrain`` work from the storage alone.
@@ -243,6 +243,11 @@ class StudySpec(_Strict):
                                 "epochs before the last validate on (pruning signals); the last epoch, whose "
                                 "value the trial reports, always validates on all of them")
     trials: int = Field(default=20, gt=0, description="study-wide budget of finished trials")
+    epoch_budget: int | None = Field(
+        default=None, gt=0, description="study-wide budget of epochs trained, all trials together (the GPU-hour "
+                                        "proxy): no trial starts once the finished trials' epochs plus a full "
+                                        "trial's for each running one reach it; the study ends at this or "
+                                        "`trials`, whichever comes first")
     noise: NoiseSpec | None = Field(default=None, description="the objective's seed-to-seed noise, measured")
     ga: GASpec = Field(default=GASpec(), description="settings of the ga sampler")
     retrain: Retrain = Retrain()

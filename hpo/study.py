@@ -32,16 +32,20 @@ class StudySettings:
     sampler: str
     pruner: str
     budget: int
+    #: Study-wide budget of epochs trained (None: the trial budget alone), see :func:`epoch_use`.
+    epoch_budget: int | None = None
     #: What joining the study changed, as ``"sampler ga -> tpe"`` lines (empty on creation).
     changes: tuple[str, ...] = field(default=(), compare=False)
 
 
-def _attrs(spec: StudySpec, sampler: str, pruner: str, budget: int) -> dict[str, Any]:
+def _attrs(settings: StudySettings) -> dict[str, Any]:
+    spec = settings.spec
     return {
         attrs.STUDY_SPEC: spec.to_json(),
-        attrs.STUDY_SAMPLER: sampler,
-        attrs.STUDY_PRUNER: pruner,
-        attrs.STUDY_BUDGET: budget,
+        attrs.STUDY_SAMPLER: settings.sampler,
+        attrs.STUDY_PRUNER: settings.pruner,
+        attrs.STUDY_BUDGET: settings.budget,
+        attrs.STUDY_EPOCH_BUDGET: settings.epoch_budget,
         attrs.STUDY_OBJECTIVE: spec.objective.model_dump(),
         attrs.STUDY_OBJECTIVES: [o.model_dump() for o in spec.objectives],
     }
@@ -54,12 +58,13 @@ def create_or_join(
     sampler: str | None = None,
     pruner: str | None = None,
     budget: int | None = None,
+    epoch_budget: int | None = None,
     allow_spec_change: bool = False,
     allow_budget_cut: bool = False,
 ) -> StudySettings:
     """Create the study (base hyps enqueued as trial 0) or join it, checking the spec matches.
 
-    Joining keeps the stored sampler, pruner and budget unless given (or changed in a replaced spec);
+    Joining keeps the stored sampler, pruner and budgets unless given (or changed in a replaced spec);
     whatever a join changes is listed in the returned settings' ``changes`` (``old -> new``), so it
     is said, not done silently.
     A budget below the trials already finished is refused unless ``allow_budget_cut``.
@@ -83,7 +88,9 @@ def create_or_join(
         old = stored.spec
         new = StudySettings(spec, sampler or (stored.sampler if spec.sampler == old.sampler else spec.sampler),
                             pruner or (stored.pruner if spec.pruner == old.pruner else spec.pruner),
-                            budget or (stored.budget if spec.trials == old.trials else spec.trials))
+                            budget or (stored.budget if spec.trials == old.trials else spec.trials),
+                            epoch_budget or (stored.epoch_budget if spec.epoch_budget == old.epoch_budget
+                                             else spec.epoch_budget))
         finished = progress(study).finished
         if new.budget < finished and new.budget != stored.budget and not allow_budget_cut:
             raise HpoError(f"budget {new.budget} is below the {finished} trials study {spec.name!r} has already "
@@ -91,19 +98,21 @@ def create_or_join(
                            field="--trials")
         _check_fits(spec, new.sampler, new.pruner)
         for what, before, after in (("sampler", stored.sampler, new.sampler), ("pruner", stored.pruner, new.pruner),
-                                    ("budget", stored.budget, new.budget)):
+                                    ("budget", stored.budget, new.budget),
+                                    ("epoch budget", stored.epoch_budget, new.epoch_budget)):
             if before != after:
                 changes.append(f"{what} {before} -> {after}")
-        for key, value in _attrs(spec, new.sampler, new.pruner, new.budget).items():
+        for key, value in _attrs(new).items():
             study.set_user_attr(key, value)
         _name_metric(study, spec)
         return dataclasses.replace(new, changes=tuple(changes))
 
-    settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials)
+    settings = StudySettings(spec, sampler or spec.sampler, pruner or spec.pruner, budget or spec.trials,
+                             epoch_budget or spec.epoch_budget)
     _check_fits(spec, settings.sampler, settings.pruner)  # before anything is created
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 load_if_exists=True)
-    for key, value in _attrs(spec, settings.sampler, settings.pruner, settings.budget).items():
+    for key, value in _attrs(settings).items():
         study.set_user_attr(key, value)
     _name_metric(study, spec)
     if spec.base_params() and not study.get_trials(deepcopy=False):
@@ -139,7 +148,8 @@ def load_settings(storage: optuna.storages.BaseStorage, name: str) -> StudySetti
         raise HpoError(f"study {name!r} was not created by hpo (no stored spec)", field="--study")
     spec = parse_spec(stored[attrs.STUDY_SPEC], source=f"study {name!r} in storage", stored=True)
     return StudySettings(spec, stored.get(attrs.STUDY_SAMPLER, spec.sampler),
-                         stored.get(attrs.STUDY_PRUNER, spec.pruner), int(stored.get(attrs.STUDY_BUDGET, spec.trials)))
+                         stored.get(attrs.STUDY_PRUNER, spec.pruner), int(stored.get(attrs.STUDY_BUDGET, spec.trials)),
+                         stored.get(attrs.STUDY_EPOCH_BUDGET, spec.epoch_budget))
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -204,6 +214,35 @@ def progress(study: optuna.Study, *, number_below: int | None = None) -> StudyPr
     counts, untrained = _counts(study, number_below)
     return StudyProgress(counts[TrialState.COMPLETE], counts[TrialState.PRUNED] - untrained, counts[TrialState.FAIL],
                          counts[TrialState.RUNNING], counts[TrialState.WAITING], infeasible=untrained)
+
+
+@dataclass(frozen=True)
+class EpochUse:
+    """Where a study stands against its epoch budget: the epochs its finished trials trained, and a full
+    trial's epochs for each running one (what it may still train; a pruner may free some of it)."""
+
+    trained: int
+    reserved: int
+
+    @property
+    def committed(self) -> int:
+        return self.trained + self.reserved
+
+
+def epoch_use(study: optuna.Study, epochs_per_trial: int, *, number_below: int | None = None) -> EpochUse:
+    """The epochs of the trials that count against the budget (complete, and pruned while training: their
+    recorded epochs) and those reserved by running trials; trials numbered ``number_below`` or above are
+    left out (the rank check of a trial just asked). Failed trials are retried, resuming what they
+    trained, so their epochs count once, with the retry."""
+    trained = reserved = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if number_below is not None and t.number >= number_below:
+            continue
+        if t.state == TrialState.RUNNING:
+            reserved += epochs_per_trial
+        elif not t.user_attrs.get(attrs.UNTRAINED):
+            trained += int(t.user_attrs.get(attrs.EPOCHS) or t.last_step or 0)
+    return EpochUse(trained, reserved)
 
 
 def infeasible_cap(budget: int, per_trial: int) -> int | None:

@@ -95,3 +95,15 @@ def test_quick_finetune_search_runs_both_kinds_of_arm_and_reports(tmp_path: Path
     assert set(section["raw"]["confirm"]) == {"", "per-epoch"}
     assert "trials" not in section["raw"]["confirm"][""]["runs"][0]
     assert "Real studies: Best-so-far objective" in stored.with_suffix(".md").read_text()
+
+
+def test_pruning_arms_get_more_trials_or_the_unpruned_arms_epochs() -> None:
+    from bench.finetune_search import pruned_budget_text, trials_for
+
+    spec = {"trials": 12, "train": {"epochs": 15}}
+    assert trials_for("ga-none", spec) == trials_for("ga-none", spec, equal_epochs=True) == (12, None)
+    assert trials_for("ultralytics", spec, equal_epochs=True) == (12, None)
+    assert trials_for("ga-hyperband", spec) == (18, None)
+    assert trials_for("ga-hyperband", spec, equal_epochs=True) == (48, 180)  # hpo's epoch budget decides
+    assert "1.5x the trials" in pruned_budget_text({"spec": spec})
+    assert "180 epochs" in pruned_budget_text({"spec": spec, "equal_epochs": True})

@@ -34,6 +34,10 @@ def launch(
     storage: StorageOpt = None,
     workers: Annotated[int, typer.Option(help="CPU worker processes (ignored on GPUs: one per GPU)", min=1)] = 1,
     trials: Annotated[Optional[int], typer.Option(help="study-wide budget of finished trials (default: the study file's)", min=1)] = None,
+    epoch_budget: Annotated[Optional[int], typer.Option(
+        help="study-wide budget of epochs trained, all trials together (the GPU-hour proxy; pruned trials "
+             "leave room for more); the study ends at this or --trials, whichever comes first (default: the "
+             "study file's epoch_budget, else none)", min=1, show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="base seed; each worker derives its own")] = 0,
     device: Annotated[Optional[str], typer.Option(help="'cpu' to force CPU (default: every visible GPU, else CPU)")] = None,
     gpus: Annotated[Optional[str], typer.Option(help="comma-separated GPU indices, one worker each, e.g. 0,1,2,3")] = None,
@@ -78,6 +82,7 @@ def launch(
     console = make_console(stderr=True, quiet=as_json)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     summary = api.launch(study, storage=url, sampler=choice(sampler), pruner=choice(pruner), trials=trials,
+                         epoch_budget=epoch_budget,
                          workers=workers, device=device, gpus=gpu_list, workers_per_gpu=workers_per_gpu,
                          gpu_mem_per_trial=gpu_mem_per_trial, mps=mps,
                          allow_spec_change=allow_spec_change, allow_budget_cut=allow_budget_cut,
@@ -90,7 +95,9 @@ def launch(
         print(json.dumps({k: v for k, v in summary.items() if k not in hidden}, indent=2))
     else:
         t, best = summary["trials"], summary.get("best")
-        console.print(f"{t['finished']}/{summary['budget']} trials finished ({t['complete']} complete, "
+        epochs = (f", {summary['epochs_trained']}/{summary['epoch_budget']} epochs trained"
+                  if summary["epoch_budget"] is not None else "")
+        console.print(f"{t['finished']}/{summary['budget']} trials finished{epochs} ({t['complete']} complete, "
                       f"{t['pruned']} pruned, {t['failed']} failed"
                       + (f"; {t['infeasible']} refused untrained as infeasible, not counted" if t["infeasible"] else "")
                       + ")"
@@ -100,7 +107,7 @@ def launch(
         console.print(f"next: hpo export --study {summary['study']}{where}", soft_wrap=True)
     if summary["interrupted"]:
         raise typer.Exit(130)  # stopped by Ctrl-C/SIGTERM: the running trials went back to the study
-    budget_met = summary["trials"]["finished"] >= summary["budget"]
+    budget_met = summary["done"]
     if summary["failed_workers"] and not budget_met:
         raise HpoError(f"{summary['worker_errors']} worker(s) exited with an error; see {summary['logs']}")
     for dead in summary["failed_workers"]:  # the study is complete all the same: said, not an error
@@ -222,7 +229,8 @@ def status(
     for s in summaries:
         t = s["trials"]
         best = s["best"]
-        overview.add_row(s["study"], s["sampler"], s["pruner"], f"{t['finished']}/{s['budget']}",
+        epochs = f" ({s['epochs_trained']}/{s['epoch_budget']} ep)" if s["epoch_budget"] is not None else ""
+        overview.add_row(s["study"], s["sampler"], s["pruner"], f"{t['finished']}/{s['budget']}{epochs}",
                          str(t["complete"]), str(t["pruned"]), str(t["infeasible"]), str(t["failed"]), str(t["running"]),
                          (f"front of {len(s['front'])}" if s.get("front") is not None else
                           f"{best['value']:.5f} (#{best['number']})") if best else "-")

@@ -29,7 +29,7 @@ from rich.table import Table
 from hpo.errors import HpoError, shown
 from hpo.search.worker import WorkerOptions
 from hpo.storage import ENV_VAR
-from hpo.study import StudyProgress, StudySettings, best_trial, progress
+from hpo.study import EpochUse, StudyProgress, StudySettings, best_trial, epoch_use, progress
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,7 @@ class Launcher:
         self.started = time.time()
         # The ETA is this launch's own rate: trials finished before it (other launches, other days) do not count.
         self.finished_at_start = progress(study).finished
+        self.epochs_at_start = self._epochs().trained if settings.epoch_budget is not None else 0
         self.interrupted = False  # stopped by Ctrl-C / SIGTERM / SIGHUP
 
     def log_dir(self) -> Path:
@@ -273,11 +274,15 @@ class Launcher:
 
     def render(self) -> Table:
         state = progress(self.study)
+        epochs = self._epochs() if self.settings.epoch_budget is not None else None
         table = Table(title=f"hpo study {self.settings.spec.name} "
                             f"({self.settings.sampler}, {self.settings.pruner})", show_header=False)
         table.add_column(style="bold")
         table.add_column()
         table.add_row("trials", _progress_text(state, self.settings.budget))
+        if epochs is not None:
+            table.add_row("epochs", f"{epochs.trained}/{self.settings.epoch_budget} trained, "
+                                    f"{epochs.reserved} reserved by running trials")
         best = best_trial(self.study)
         if best is not None:
             table.add_row("best", f"{best.values[0]:.5f} (trial {best.number})")
@@ -286,7 +291,7 @@ class Launcher:
             table.add_row(label, text)
         table.add_row("workers", f"{sum(p.poll() is None for p in self.procs)} running "
                                  f"(logs: {self.log_dir()})")
-        table.add_row("elapsed / eta", f"{_duration(time.time() - self.started)} / {self._eta(state)}")
+        table.add_row("elapsed / eta", f"{_duration(time.time() - self.started)} / {self._eta(state, epochs)}")
         return table
 
     def running_rows(self, limit: int = 8) -> list[tuple[str, str]]:
@@ -303,15 +308,20 @@ class Launcher:
             rows.append(("", f"... and {len(running) - limit} more running"))
         return rows
 
-    def _eta(self, state: StudyProgress) -> str:
-        """Remaining trials at the rate of this launch (trials finished since it started)."""
-        remaining = self.settings.budget - state.finished
-        if remaining <= 0:
+    def _epochs(self) -> EpochUse:
+        return epoch_use(self.study, self.settings.spec.epochs)
+
+    def _eta(self, state: StudyProgress, epochs: EpochUse | None = None) -> str:
+        """Remaining trials (or epochs, with an epoch budget: whichever ends first) at the rate of this
+        launch (what it finished since it started)."""
+        elapsed = time.time() - self.started
+        pending = [(self.settings.budget - state.finished, state.finished - self.finished_at_start)]
+        if epochs is not None and self.settings.epoch_budget is not None:
+            pending.append((self.settings.epoch_budget - epochs.trained, epochs.trained - self.epochs_at_start))
+        if any(remaining <= 0 for remaining, _ in pending):
             return "done"
-        done_here = state.finished - self.finished_at_start
-        if done_here <= 0:
-            return "-"
-        return _duration((time.time() - self.started) / done_here * remaining)
+        etas = [elapsed / done_here * remaining for remaining, done_here in pending if done_here > 0]
+        return _duration(min(etas)) if etas else "-"
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

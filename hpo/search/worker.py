@@ -2,8 +2,12 @@
 
 Any number of workers, on any number of machines, run this loop against one study. The budget is
 study-wide: a worker starts a trial only while finished (complete + pruned while training, see
-:class:`hpo.study.StudyProgress`) plus running trials are below it, and checks its trial's rank after ``ask()`` so two workers racing for the last slot never
-both train (the loser records its trial as a FAIL marked ``hpo:surplus`` and trains nothing).
+:class:`hpo.study.StudyProgress`) plus running trials are below it, and checks its trial's rank after
+``ask()`` so two workers racing for the last slot never both train (the loser records its trial as a
+FAIL marked ``hpo:surplus`` and trains nothing). A study with an epoch budget (the GPU-hour proxy)
+stops the same way on epochs: a trial starts only while the epochs its finished trials trained plus a
+full trial's for each running one are below it (:func:`hpo.study.epoch_use`), so the study ends less
+than one trial's epochs past it, however many workers race; pruned trials leave room for more.
 
 We use ask/tell instead of ``study.optimize()`` for that rank check and for failure reasons, so the
 heartbeat is recorded here (Optuna only does it inside ``optimize()``).
@@ -34,8 +38,8 @@ from hpo.search.pruners import create_pruner
 from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
 from hpo.search.trial_runner import StopRequested, trial_dir
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
-from hpo.study import (StudyProgress, StudySettings, best_trial, complete_values, infeasible_cap,
-                       is_multi_objective, pareto_front, progress)
+from hpo.study import (EpochUse, StudyProgress, StudySettings, best_trial, complete_values, epoch_use,
+                       infeasible_cap, is_multi_objective, pareto_front, progress)
 
 log = logging.getLogger("hpo.search.worker")
 
@@ -138,6 +142,12 @@ class Worker:
     def budget(self) -> int:
         return self.settings.budget
 
+    def _epochs(self, number_below: int | None = None) -> EpochUse | None:
+        """Where the study stands against its epoch budget (None without one: no trial scan)."""
+        if self.settings.epoch_budget is None:
+            return None
+        return epoch_use(self.study, self.settings.spec.epochs, number_below=number_below)
+
     def run(self) -> WorkerSummary:
         summary = WorkerSummary()
         with warnings.catch_warnings():
@@ -187,10 +197,12 @@ class Worker:
         while not self.stop_event.is_set():
             self._fail_stale_trials()
             state = progress(self.study)
-            if state.finished >= self.budget:
+            epochs = self._epochs()
+            if state.finished >= self.budget or (epochs is not None and epochs.trained >= self.settings.epoch_budget):
                 break
             self._check_infeasible(state)
-            if state.finished + state.running >= self.budget:
+            if state.finished + state.running >= self.budget or (
+                    epochs is not None and epochs.committed >= self.settings.epoch_budget):
                 self.stop_event.wait(self.poll_seconds)  # the last trials are being trained elsewhere
                 continue
             self._run_one(summary)
@@ -209,8 +221,12 @@ class Worker:
         raise WorkerGaveUp(reason)
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
+        """Whether the trials numbered below this one already take the whole budget (trials or epochs)."""
         ahead = progress(self.study, number_below=trial.number)
-        return ahead.finished + ahead.running >= self.budget
+        if ahead.finished + ahead.running >= self.budget:
+            return True
+        epochs = self._epochs(number_below=trial.number)
+        return epochs is not None and epochs.committed >= self.settings.epoch_budget
 
     def _run_one(self, summary: WorkerSummary) -> None:
         trial = self.study.ask()
