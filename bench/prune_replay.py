@@ -318,7 +318,8 @@ def confirm(run_json: Path, notes: list[str] | None = None, results_path: Path |
     margin = ("the seed std of the best value up to each epoch (`noise.per_epoch`)" if noise.get("per_epoch")
               else f"the final value's seed std, {noise.get('std')}, at every epoch")
     sec["setup"] = [x for x in sec["setup"] if not x.startswith(tag)] + [
-        f"{tag}`python -m bench.finetune_search --epochs {spec['train']['epochs']} --trials {spec['trials']}` "
+        f"{tag}`python -m bench.finetune_search --epochs {spec['train']['epochs']} --trials {spec['trials']}"
+        f"{' --equal-epochs' if run.get('equal_epochs') else ''}` "
         f"({', '.join(run['arms'])}; seeds {', '.join(map(str, run['seeds']))}; {run['seconds'] / 60:.0f} min on "
         f"{run['device']}{'; arms merged from ' + ', '.join(m['finished'] for m in run['merged']) if run.get('merged') else ''}), "
         f"each a real `hpo worker` study; the reference pruners' margin: {margin}. {pruned_budget_text(run)} "
