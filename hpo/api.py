@@ -303,7 +303,8 @@ def export(study: str, output: str | Path | None = None, *, trial: int | None = 
     :class:`hpo.final.record.WinnerRule`. Written atomically to ``output`` when given. Returns the
     text and a phrase saying what it is and how it was chosen.
     """
-    from hpo.final.export import FORMATS, pick_trial, render, render_final, write_atomic
+    from hpo.final.export import FORMATS, pick_trial, render, render_final
+    from hpo.paths import write_atomic
     from hpo.final.record import WinnerRule
 
     if fmt not in FORMATS:

@@ -13,6 +13,14 @@ from pathlib import Path
 from hpo.errors import HpoError
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` whole or not at all: a killed command never leaves half a file that a rerun would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _existing_ancestor(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists() or candidate.is_symlink():

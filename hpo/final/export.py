@@ -10,8 +10,6 @@ retrained with (full data, its epochs).
 from __future__ import annotations
 
 import datetime as _dt
-import os
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -124,11 +122,3 @@ def _render(fmt: str, header: list[str], config: dict[str, Any], tuned: set[str]
         header = [*header, f"base hyps from YOLOv5 file {base_import.source}; not imported (no Ultralytics "
                            f"equivalent): {', '.join(base_import.dropped)}"]
     return render_config(config, header)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Never leave a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -37,6 +37,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from hpo import attrs, hyps
 from hpo.final.record import WEIGHT_LIMIT_BYTES, FinalModel, WinnerRule, format_value
 from hpo.errors import HpoError
+from hpo.paths import write_atomic
 from hpo.search.cost import violations_text
 from hpo.search.objective import objective_value
 from hpo.spec import COST_METRICS, StudySpec, render_config
@@ -355,10 +356,7 @@ def _clean(value: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import statistics
 import time
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from hpo.paths import write_atomic
 from hpo.spec import StudySpec
 from hpo.search.trial_runner import ProgressRunner
 
@@ -175,7 +175,7 @@ class NoiseMeter:
             from hpo.search.worker import failure_reason
 
             run.error = failure_reason(exc)
-        _write_json(save_dir / "curve.json", asdict(run))
+        write_atomic(save_dir / "curve.json", json.dumps(asdict(run), indent=2))  # a rerun trusts a whole curve only
         return run
 
 
@@ -198,11 +198,3 @@ def _load_run(path: Path, fingerprint: str) -> SeedRun | None:
     if old.get("fingerprint") != fingerprint or old.get("error") or old.get("value") is None:
         return None
     return SeedRun(**{**old, "reused": True})
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Written whole or not at all: a killed run never leaves half a curve that a rerun would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
