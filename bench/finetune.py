@@ -123,7 +123,7 @@ def plan_runs(spec: dict[str, Any], random_count: int = RANDOM_POINTS) -> list[d
     return runs
 
 
-def run_key(spec: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+def run_key(spec: dict[str, Any], params: dict[str, Any], seed: int, device: str = "cpu") -> str:
     """Cache key of one training: what it trains with (weights by content), hyps and seed.
 
     Only what reaches Ultralytics counts: not the study's name, pruner or description, nor base
@@ -133,13 +133,19 @@ def run_key(spec: dict[str, Any], params: dict[str, Any], seed: int) -> str:
     trains_with = {"model": spec["model"], "data": spec["data"], "train": spec["train"],
                    "weights": hashlib.sha256(Path(spec["weights"]).read_bytes()).hexdigest(),
                    "base": {k: v for k, v in spec["base"].items() if k not in spec["search_space"]}}
-    blob = json.dumps({"spec": trains_with, "params": params, "seed": seed}, sort_keys=True)
+    key: dict[str, Any] = {"spec": trains_with, "params": params, "seed": seed}
+    if device != "cpu":  # a GPU's numbers differ from the CPU's: cached apart (CPU keys unchanged)
+        key["device"] = device
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: int) -> dict[str, Any]:
-    """One fine-tuning in its own process (cached by spec, params and seed); per-epoch objective."""
-    key = run_key(spec, run["params"], run["seed"])
+def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: int | None,
+            device: str = "cpu") -> dict[str, Any]:
+    """One fine-tuning in its own process (cached by spec, params, seed and device); per-epoch objective.
+
+    ``threads``: torch threads of the training (None: torch's default)."""
+    key = run_key(spec, run["params"], run["seed"], device)
     d = workdir / "finetune" / "runs" / key
     out = d / "out.json"
     if out.is_file():
@@ -149,8 +155,12 @@ def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: i
     (d / "params.json").write_text(json.dumps(run["params"]))
     (d / "seed.json").write_text(json.dumps(run["seed"]))
     cmd = [sys.executable, "-m", "bench.finetune", "run", "--spec", str(d / "spec.json"), "--params",
-           str(d / "params.json"), "--seed", str(run["seed"]), "--save-dir", str(d / "train"), "--out", str(out)]
-    r = run_measured(cmd, env=child_env(threads), cwd=REPO, log=d / "log.txt", timeout=3600)
+           str(d / "params.json"), "--seed", str(run["seed"]), "--save-dir", str(d / "train"), "--out", str(out),
+           "--device", device]
+    env = child_env(threads)
+    if device != "cpu":
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=3600)
     if r["rc"] != 0:
         return {**run, "key": key, "error": f"exit {r['rc']}: {tail(d / 'log.txt', 8)}"}
     return {**run, **json.loads(out.read_text()), "key": key, "wall_s": round(r["seconds"], 1)}
@@ -390,7 +400,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = parse_spec(json.loads(Path(args.spec).read_text()))
     params = json.loads(Path(args.params).read_text())
     save_dir = Path(args.save_dir).resolve()
-    runner = TrialRunner(spec, runs_dir=save_dir.parent, device="cpu")
+    runner = TrialRunner(spec, runs_dir=save_dir.parent, device=args.device)
     start = time.perf_counter()
     record = runner.train(params, save_dir, overrides={"seed": args.seed})
     Path(args.out).write_text(json.dumps({
@@ -448,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--save-dir", required=True)
     run.add_argument("--out", required=True)
+    run.add_argument("--device", default="cpu", help="cpu or a CUDA device index")
     rk = sub.add_parser("ranks", help="the chosen problem with longer trials: does epoch k rank the hyps?")
     rk.add_argument("--epochs", type=int, default=15)
     rk.add_argument("--random-points", type=int, default=12)
