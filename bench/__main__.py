@@ -5,7 +5,7 @@
     python -m bench --quick                  # smoke run (a few minutes), to bench/.work/quick/
 
 Benchmarks: overhead, scaling, pruning, search, trial, dataprep, pretrain, finetune, finetune_search,
-hypervolume (see bench/README.md).
+hypervolume, prune_replay, fidelity (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -24,21 +24,21 @@ from bench.common import DEFAULT_PG, DEFAULT_WORKDIR, PG_ENV, REPO, StorageFacto
 from bench.context import Context, Section
 
 ORDER = ("overhead", "scaling", "pruning", "search", "trial", "dataprep", "pretrain", "finetune", "finetune_search",
-         "hypervolume", "prune_replay")
+         "hypervolume", "prune_replay", "fidelity")
 #: Sections measured away from ``make bench`` (a lent GPU machine: bench/gpu_record.py) and imported into
 #: results.json: every run here keeps them (unless ``--fresh``), a full run too.
 IMPORTED = ("gpu",)
 
 
 def _modules() -> dict[str, object]:
-    from bench import dataprep, finetune, finetune_search, hypervolume, overhead, prune_replay, scaling, training, \
-        trial
+    from bench import dataprep, fidelity, finetune, finetune_search, hypervolume, overhead, prune_replay, scaling, \
+        training, trial
 
     return {"overhead": overhead, "scaling": scaling, "pruning": training.Pruning,
             "search": training.Search, "trial": trial, "dataprep": dataprep,
             "pretrain": finetune.Pretrain, "finetune": finetune.Finetune,
             "finetune_search": finetune_search.FinetuneSearch, "hypervolume": hypervolume,
-            "prune_replay": prune_replay.PruneReplay}
+            "prune_replay": prune_replay.PruneReplay, "fidelity": fidelity.Fidelity}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

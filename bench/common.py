@@ -312,3 +312,21 @@ def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def gpu_sharing(gpu: bool, side_by_side: int, workdir: Path, env: dict[str, str]) -> Any:
+    """CUDA MPS around a benchmark that runs several trainings on one GPU (as ``hpo launch`` does when it
+    packs workers): without it they time-slice the GPU. Measured on an H200, 12 tiny fine-tunings side
+    by side without MPS: 5.4 s per epoch each, SM 99 % busy. A no-op on CPU, for one training at a time,
+    or where the control program is missing; ``env`` gets the daemon's pipe and log directories."""
+    import contextlib
+
+    from hpo.search import mps
+
+    control = mps.find_control(env)
+    if not gpu or side_by_side < 2 or control is None:
+        if gpu and side_by_side > 1:
+            say(f"no {mps.CONTROL} on PATH: {side_by_side} trainings time-slice the GPU")
+        return contextlib.nullcontext()
+    env["CUDA_MPS_PIPE_DIRECTORY"] = str(mps.pipe_directory({**os.environ, **env}))  # the clients' way in
+    return mps.MpsDaemon(control, env={**os.environ, **env}, log_directory=workdir / "mps", say=say)

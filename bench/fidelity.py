@@ -16,8 +16,9 @@ sampler proposes them in a study's first generation). Every hyp is trained once 
   promote the top ``k`` to the long schedule, or stop all but the top ``k`` at epoch ``s`` of the long
   one; epochs spent and best long value against training every hyp long.
 
-    python -m bench.fidelity --children 36 --schedules 3,5,15 --jobs 2            # CPU (about an hour)
-    python -m bench.fidelity --device 0 --jobs 12 --children 36 --schedules 3,5,8,15   # one CUDA GPU
+    python -m bench.fidelity --jobs 2                                # CPU: 30 children, schedules 2,3,5,15 (~1 h)
+    python -m bench.fidelity --device 0 --jobs 12 --deadline 150     # one CUDA GPU (MPS when present)
+    python -m bench.fidelity --into-results bench/.work/fidelity.json   # into bench/results.md
     python -m bench.fidelity --quick                                              # smoke (2 children, 1+2 epochs)
 
 Writes OUT.json (every training) and OUT.md (the tables); trainings are cached under WORKDIR/finetune/runs.
@@ -36,13 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, fmt_num, say
+from bench.common import REPO, fmt_num, gpu_sharing, say
 from bench.finetune import NOISE_SEEDS, chosen_problem, ensure_target, finetune_spec_dict, run_one, spearman
 
 #: Seed of the GA that proposes the children (the sampler's, not the training's).
 CHILDREN_SEED = 11
 #: Replayed searches per (schedule, k): random draws of the pool.
 REPLAYS = 300
+#: ``make bench``'s run: children of the base, schedules (the largest is the reference), hyps per search.
+CHILDREN = 30
+SCHEDULES = (2, 3, 5, 15)
+TRIALS = 12
 
 
 def children_of_base(spec: dict[str, Any], n: int, seed: int = CHILDREN_SEED) -> list[dict[str, Any]]:
@@ -189,6 +194,7 @@ def run(*, children: int, schedules: list[int], device: str, jobs: int, workdir:
         runs = [r for r in runs if r["seed"] in (0, 1)]
     say(f"fidelity: {len(runs)} trainings ({children} children + base, schedules {schedules}), device {device}, "
         f"{jobs} at a time")
+    env: dict[str, str] = {}  # MPS's pipe, when trainings share a GPU
     started = time.perf_counter()
     stop_at = time.time() + deadline if deadline else None
     done: list[dict[str, Any]] = []
@@ -197,7 +203,7 @@ def run(*, children: int, schedules: list[int], device: str, jobs: int, workdir:
         if stop_at and time.time() > stop_at:
             return {**r, "skipped": "deadline"}
         # 1 torch thread per training on CPU, 2 beside a GPU (many trainings share its host's cores)
-        res = run_one(workdir, specs[r["epochs"]], r, 1 if device == "cpu" else 2, device)
+        res = run_one(workdir, specs[r["epochs"]], r, 1 if device == "cpu" else 2, device, env=env)
         return {**r, **{k: res.get(k) for k in ("values", "error", "key", "cached", "train_seconds")}}
 
     def write() -> dict[str, Any]:
@@ -209,7 +215,7 @@ def run(*, children: int, schedules: list[int], device: str, jobs: int, workdir:
         out.with_suffix(".md").write_text(render(result))
         return result
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    with gpu_sharing(device != "cpu", jobs, workdir, env), ThreadPoolExecutor(max(1, jobs)) as pool:
         for res in pool.map(one, runs):
             if not res.get("skipped"):
                 done.append(res)
@@ -218,12 +224,97 @@ def run(*, children: int, schedules: list[int], device: str, jobs: int, workdir:
     return write()
 
 
+def fill_section(sec: Any, result: dict[str, Any], *, quick: bool = False) -> None:
+    """A run as a bench section: setup, the two tables, the target, notes, raw numbers."""
+    a = result["analysis"]
+    long = a["long"]
+    shorts = [s for s in result["schedules"] if s != long]
+    noise_long = float(a["noise"][str(long)])
+    sec.setup = [
+        f"Problem P1 (section 8: the pasture-pretrained yolov5n-p6 fine-tuned on the farm twin, 128 px, batch 8). "
+        f"Hyps: the base and {a['n_hyps'] - 1} children of it from hpo's GA (bounded mutation, its default; "
+        f"sampler seed {CHILDREN_SEED}), as a study's first generation proposes them: the neighbourhood where "
+        "benchmark 11 found that a 15-epoch training's first epochs do not rank trials.",
+        f"Each hyp trained once per schedule of {', '.join(map(str, result['schedules']))} epochs (training seed 0; "
+        "warm-up and cosine learning-rate decay run within the schedule), the base also with seeds 1-4 "
+        f"(noise floor). {result['device']}; {len(result['runs'])} trainings in {result['seconds'] / 60:.0f} min.",
+        f"Replay: {REPLAYS} searches of {a['trials']} hyps drawn from the pool (base first). 'promote': every hyp "
+        f"trained s epochs, the top k trained again for {long} epochs (cost {a['trials']}·s + k·{long}); 'prune': "
+        f"every hyp starts its {long}-epoch training, all but the top k by their best up to epoch s are stopped "
+        f"there (cost {a['trials']}·s + k·({long} − s)). Against: every hyp trained {long} epochs. 'Within noise': "
+        f"best no more than the {long}-epoch seed std ({fmt_num(noise_long, 4)}) below.",
+    ]
+    sec.table(f"Do short schedules rank the hyps? {a['n_hyps']} hyps, Spearman ρ with the {long}-epoch value",
+              ["epochs", "seed std of the value", "hyp spread", f"short full schedule: ρ with the {long}-epoch value",
+               f"{long}-epoch training's best up to that epoch: ρ with its final"],
+              [[r["epochs"], fmt_num(r["noise_std"], 4), fmt_num(r["spread"], 4),
+                fmt_num(r.get("rho_short_schedule"), 2), fmt_num(r.get("rho_long_at_epoch"), 2)] for r in a["rows"]])
+    if a["replay"]:
+        sec.table(f"Replayed searches ({REPLAYS} draws of {a['trials']} hyps; medians)",
+                  ["mode", "s", "k", "epochs saved", "best − all long", "10th percentile", "within noise"],
+                  [[r["mode"], r["epochs"], r["k"], f"{r['saved']:.0%}", f"{r['gap_median']:+.4f}",
+                    f"{r['gap_p10']:+.4f}", f"{r['within_noise']:.0%}"] for r in a["replay"]])
+    hits = [r for r in a["replay"] if r["saved"] >= 0.6 and r["within_noise"] >= 0.9]
+    sec.target("near the base, a cheap fidelity (short schedule or first epochs) saves ≥ 60 % of the epochs with "
+               "the best within noise in ≥ 90 % of replayed searches",
+               ", ".join(f"{r['mode']} s={r['epochs']} k={r['k']}: {r['saved']:.0%} saved, within noise in "
+                         f"{r['within_noise']:.0%}" for r in hits) or "none of the rows",
+               None if quick else bool(hits))
+    rows = {r["epochs"]: r for r in a["rows"]}
+    for s in shorts:
+        r = rows[s]
+        if r.get("rho_short_schedule") is None:
+            continue
+        sec.notes.append(f"{s} epochs: a {s}-epoch full schedule ranks the hyps with ρ {r['rho_short_schedule']:+.2f} "
+                         f"against the {long}-epoch value, the first {s} epochs of the {long}-epoch training with "
+                         f"ρ {r['rho_long_at_epoch']:+.2f}; seed std {fmt_num(r['noise_std'], 4)} against "
+                         f"{fmt_num(noise_long, 4)} at {long} epochs.")
+    sec.raw = {k: v for k, v in result.items() if k != "runs"}
+    sec.raw["runs"] = [{k: r.get(k) for k in ("hyp", "params", "epochs", "seed", "values", "train_seconds", "error")}
+                       for r in result["runs"]]
+
+
+class Fidelity:
+    """``make bench`` section: the run above on this machine's CPU (about an hour), or ``--into-results`` of one."""
+
+    NAME = "fidelity"
+    TITLE = "12. Fidelity near the base: short full schedules against a long training's first epochs"
+
+    @staticmethod
+    def run(ctx: Any) -> Any:
+        from bench.context import begin, end
+
+        sec, t0 = begin(Fidelity.NAME, Fidelity.TITLE)
+        quick = bool(ctx.quick)
+        result = run(children=2 if quick else CHILDREN, schedules=[1, 2] if quick else list(SCHEDULES),
+                     device="cpu", jobs=ctx.jobs, workdir=ctx.workdir, out=ctx.workdir / "fidelity",
+                     trials=2 if quick else TRIALS, quick=quick)
+        fill_section(sec, result, quick=quick)
+        return end(sec, t0)
+
+
+def into_results(result: dict[str, Any], notes: list[str] | None = None) -> int:
+    """Write a finished run (OUT.json) into bench/results.json as the ``fidelity`` section; re-render results.md."""
+    from bench.context import Section
+    from bench.report import store_section
+
+    sec = Section(name=Fidelity.NAME, title=Fidelity.TITLE, started=time.strftime("%Y-%m-%d %H:%M %Z"),
+                  seconds=result["seconds"])
+    fill_section(sec, result)
+    sec.notes.append(f"Run by `python -m bench.fidelity` ({result['seconds'] / 60:.0f} min), imported with "
+                     "`--into-results`.")
+    sec.notes.extend(notes or [])
+    path = store_section(sec.to_dict())
+    say(f"section {Fidelity.TITLE!r} written into {path} and results.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--children", type=int, default=36, help="children of the base from hpo's GA")
-    p.add_argument("--schedules", default="3,5,15", help="epochs per training, comma-separated; the largest is "
-                   "the long (reference) one")
-    p.add_argument("--trials", type=int, default=12, help="hyps per replayed search")
+    p.add_argument("--children", type=int, default=CHILDREN, help="children of the base from hpo's GA")
+    p.add_argument("--schedules", default=",".join(map(str, SCHEDULES)),
+                   help="epochs per training, comma-separated; the largest is the long (reference) one")
+    p.add_argument("--trials", type=int, default=TRIALS, help="hyps per replayed search")
     p.add_argument("--device", default="cpu", help="cpu or a CUDA device index")
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side")
     p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
@@ -231,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke: 2 children, schedules 1,2, base seeds 0-1")
     p.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
     p.add_argument("--out", type=Path, default=None, help="results prefix (default WORKDIR/fidelity)")
+    p.add_argument("--into-results", type=Path, default=None, metavar="JSON",
+                   help="write a finished run's OUT.json into bench/results.json/.md instead of running")
+    p.add_argument("--note", action="append", default=[], help="with --into-results: a note under the section")
     args = p.parse_args(argv)
+    if args.into_results:
+        return into_results(json.loads(args.into_results.read_text()), args.note)
     schedules = [1, 2] if args.quick else sorted({int(x) for x in args.schedules.split(",")})
     children = 2 if args.quick else args.children
     out = (args.out or args.workdir / ("fidelity_quick" if args.quick else "fidelity")).resolve()

@@ -141,10 +141,10 @@ def run_key(spec: dict[str, Any], params: dict[str, Any], seed: int, device: str
 
 
 def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: int | None,
-            device: str = "cpu") -> dict[str, Any]:
+            device: str = "cpu", env: dict[str, str] | None = None) -> dict[str, Any]:
     """One fine-tuning in its own process (cached by spec, params, seed and device); per-epoch objective.
 
-    ``threads``: torch threads of the training (None: torch's default)."""
+    ``threads``: torch threads of the training (None: torch's default); ``env``: more environment."""
     key = run_key(spec, run["params"], run["seed"], device)
     d = workdir / "finetune" / "runs" / key
     out = d / "out.json"
@@ -157,7 +157,7 @@ def run_one(workdir: Path, spec: dict[str, Any], run: dict[str, Any], threads: i
     cmd = [sys.executable, "-m", "bench.finetune", "run", "--spec", str(d / "spec.json"), "--params",
            str(d / "params.json"), "--seed", str(run["seed"]), "--save-dir", str(d / "train"), "--out", str(out),
            "--device", device]
-    env = child_env(threads)
+    env = {**child_env(threads), **(env or {})}
     if device != "cpu":
         env.pop("CUDA_VISIBLE_DEVICES", None)
     r = run_measured(cmd, env=env, cwd=REPO, log=d / "log.txt", timeout=3600)

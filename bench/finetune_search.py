@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, run_measured, say, stat, tail
+from bench.common import REPO, child_env, fmt_num, fmt_stat, fresh_dir, gpu_sharing, run_measured, say, stat, tail
 from bench.finetune import CHOSEN
 
 ARMS = ("ga-none", "ga-hyperband", "tpe-none", "tpe-hyperband", "tpe-base", "random-base", "ultralytics")
@@ -514,7 +514,7 @@ def run_search(*, gpu: bool = False, quick: bool = False, seeds: list[int] | Non
         plot(results, out.with_suffix(".png"))
         return results
 
-    with ThreadPoolExecutor(jobs) as pool:
+    with gpu_sharing(gpu, jobs, workdir, env), ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(_guard, workdir, spec, arm, seed, device, env, stop_at, equal_epochs)
                    for arm, seed in tasks]
         for fut in as_completed(futures):

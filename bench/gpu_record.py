@@ -97,7 +97,7 @@ def section(records: list[dict[str, Any]], notes: list[str] | None = None) -> di
 
     if not records:
         raise ValueError("no arm records")
-    sec = Section(name="gpu", title="12. GPU trials per hour (lent GPU machine)", started=records[0]["started"],
+    sec = Section(name="gpu", title="13. GPU trials per hour (lent GPU machine)", started=records[0]["started"],
                   seconds=round(sum(r["wall_s"] for r in records), 1))
     sec.setup = [
         "Run by `bench/gpu_smoke.sh` (`SMOKE_PARTS=packing`) on a lent GPU machine, not by `make bench`; imported "

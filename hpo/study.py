@@ -245,6 +245,19 @@ def epoch_use(study: optuna.Study, epochs_per_trial: int, *, number_below: int |
     return EpochUse(trained, reserved)
 
 
+def trained_twin(study: optuna.Study, params: dict[str, Any], *,
+                 number: int) -> optuna.trial.FrozenTrial | None:
+    """The first COMPLETE trial other than ``number`` trained with exactly ``params``, if any.
+
+    Samplers do re-propose points (NSGA-II's crossover of two parents that share genes, TPE on small
+    categorical spaces: 3 of 30 NSGA-II trials on the deploy demo): with a study's fixed training seed
+    a second training of the same hyps costs a whole trial and tells nothing new."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != number and t.params == params and not t.user_attrs.get(attrs.UNTRAINED):
+            return t
+    return None
+
+
 def infeasible_cap(budget: int, per_trial: int) -> int | None:
     """How many trials refused before training a study of ``budget`` may have before its workers stop
     (``per_trial`` refusals per budgeted trial; 0: no cap). Refusals are cheap (no training), but a
@@ -296,11 +309,12 @@ def is_multi_objective(study: optuna.Study) -> bool:
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The complete trials no other dominates (``study.best_trials``: feasible ones first, as Optuna
-    ranks with constraints), in trial order; a single-objective study's best trial."""
+    ranks with constraints), in trial order; a single-objective study's best trial. A trial that reused a
+    re-proposed point's result is left out: its twin, with the same values, is on the front."""
     if not is_multi_objective(study):
         best = best_trial(study)
         return [best] if best is not None else []
-    return sorted(study.best_trials, key=lambda t: t.number)
+    return sorted((t for t in study.best_trials if attrs.DUPLICATE_OF not in t.user_attrs), key=lambda t: t.number)
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:

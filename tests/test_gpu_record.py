@@ -94,7 +94,7 @@ def test_imported_section_lands_in_results_and_survives_later_runs(tmp_path: Pat
     stored = json.loads(results.read_text())
     assert list(stored["sections"]) == ["overhead", "gpu"]
     text = results.with_suffix(".md").read_text()
-    assert "## 12. GPU trials per hour (lent GPU machine)" in text and "| auto | 4 | 40 | 360 | 2.00x |" in text
+    assert "## 13. GPU trials per hour (lent GPU machine)" in text and "| auto | 4 | 40 | 360 | 2.00x |" in text
     # a full `make bench` replaces what it runs and keeps the imported section; a subset keeps everything
     assert list(kept_results(results, list(ORDER), quick=False)["sections"]) == list(IMPORTED)
     assert list(kept_results(results, ["scaling"], quick=False)["sections"]) == ["overhead", "gpu"]

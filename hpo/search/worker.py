@@ -36,10 +36,10 @@ from hpo import attrs, optuna_compat
 from hpo.errors import HpoError
 from hpo.search.pruners import create_pruner
 from hpo.search.retry import DEFAULT_MAX_RETRY, RequeueTrial
-from hpo.search.trial_runner import StopRequested, trial_dir
+from hpo.search.trial_runner import StopRequested, suggest_params, trial_dir
 from hpo.storage import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
 from hpo.study import (EpochUse, StudyProgress, StudySettings, best_trial, complete_values, epoch_use,
-                       infeasible_cap, is_multi_objective, pareto_front, progress)
+                       infeasible_cap, is_multi_objective, pareto_front, progress, trained_twin)
 
 log = logging.getLogger("hpo.search.worker")
 
@@ -236,6 +236,8 @@ class Worker:
             trial.set_user_attr(attrs.FAIL_REASON, "budget reached by other workers; nothing trained")
             self.study.tell(trial, state=TrialState.FAIL)
             return
+        if self._reuse_twin(trial, summary):
+            return
         with optuna_compat.heartbeat(trial, self.study):
             state, value, handed_back = self._train(trial)
         try:
@@ -255,6 +257,32 @@ class Worker:
             self._drop_weights(trial.number, frozen.user_attrs.get(attrs.DIR))
         elif state == TrialState.COMPLETE:
             self.apply_keep_policy()
+
+    def _reuse_twin(self, trial: optuna.Trial, summary: WorkerSummary) -> bool:
+        """Finish a trial whose hyps a COMPLETE trial already trained with that trial's result, training
+        nothing (see :func:`hpo.study.trained_twin`). It counts as a trial of the budget (a sampler that
+        keeps re-proposing cannot loop forever), as no epochs of an epoch budget, and owns no weights."""
+        params = suggest_params(trial, self.settings.spec)
+        twin = trained_twin(self.study, params, number=trial.number)
+        if twin is None or twin.values is None:
+            return False
+        for key, value in twin.user_attrs.items():
+            if key not in attrs.NOT_REUSED:
+                trial.set_user_attr(key, value)
+        for key, value in twin.constraints.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr(attrs.DUPLICATE_OF, twin.number)
+        trial.set_user_attr(attrs.EPOCHS, 0)
+        value: float | list[float] = list(twin.values) if len(twin.values) > 1 else twin.values[0]
+        try:
+            self.study.tell(trial, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return True
+        summary.trials["reused"] = summary.trials.get("reused", 0) + 1
+        self.failures_in_a_row.clear()
+        log.info("[%s] trial %d re-proposes trial %d's hyps: its result reused, nothing trained", self.name,
+                 trial.number, twin.number)
+        return True
 
     def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | list[float] | None, bool]:
         """Train; returns the trial's state, its value, and whether it is handed back for a retry."""
@@ -307,7 +335,9 @@ class Worker:
         """
         if not self.keep or self.runs_dir is None:
             return
-        complete = complete_values(self.study, attrs.DIR)  # by the primary objective
+        # by the primary objective; a trial that reused another's result owns no weights, nor a rank
+        reused = {number for number, _, twin in complete_values(self.study, attrs.DUPLICATE_OF) if twin is not None}
+        complete = [c for c in complete_values(self.study, attrs.DIR) if c[0] not in reused]
         maximize = self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         complete.sort(key=lambda t: t[1], reverse=maximize)
         front = {t.number for t in pareto_front(self.study)} if is_multi_objective(self.study) else set()
