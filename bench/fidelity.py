@@ -149,7 +149,7 @@ def render(result: dict[str, Any]) -> str:
     """The tables as markdown."""
     a = result["analysis"]
     long = a["long"]
-    lines = [f"# Fidelity near the base: {a['n_hyps']} hyps (the base and GA children), device {result['device']}",
+    lines = [f"# Fidelity near the base: {a['n_hyps']} hyps (the base and GA children), {device_text(result['device'])}",
              "", f"Trainings: {len(result['runs'])} of {result.get('planned', len(result['runs']))} planned, "
              f"{result['seconds']:.0f} s; failed: {len(a['failed'])}", "",
              f"| schedule (epochs) | seed std of the value | hyp spread | ρ of the short schedule with the {long}-epoch "
@@ -224,6 +224,10 @@ def run(*, children: int, schedules: list[int], device: str, jobs: int, workdir:
     return write()
 
 
+def device_text(device: str) -> str:
+    return "CPU, 1 thread per training, 2 side by side" if device == "cpu" else f"CUDA GPU {device}"
+
+
 def fill_section(sec: Any, result: dict[str, Any], *, quick: bool = False) -> None:
     """A run as a bench section: setup, the two tables, the target, notes, raw numbers."""
     a = result["analysis"]
@@ -237,7 +241,8 @@ def fill_section(sec: Any, result: dict[str, Any], *, quick: bool = False) -> No
         "benchmark 11 found that a 15-epoch training's first epochs do not rank trials.",
         f"Each hyp trained once per schedule of {', '.join(map(str, result['schedules']))} epochs (training seed 0; "
         "warm-up and cosine learning-rate decay run within the schedule), the base also with seeds 1-4 "
-        f"(noise floor). {result['device']}; {len(result['runs'])} trainings in {result['seconds'] / 60:.0f} min.",
+        f"(noise floor). {device_text(result['device'])}; {len(result['runs'])} trainings in "
+        f"{result['seconds'] / 60:.0f} min.",
         f"Replay: {REPLAYS} searches of {a['trials']} hyps drawn from the pool (base first). 'promote': every hyp "
         f"trained s epochs, the top k trained again for {long} epochs (cost {a['trials']}·s + k·{long}); 'prune': "
         f"every hyp starts its {long}-epoch training, all but the top k by their best up to epoch s are stopped "

@@ -232,7 +232,7 @@ def study_summary(study: optuna.Study, settings: StudySettings) -> dict[str, Any
     from hpo.study import gain_over_base, is_multi_objective, pareto_front
 
     state = progress(study)
-    epochs = epoch_use(study, settings.spec.epochs) if settings.epoch_budget is not None else None
+    epochs = epoch_use(study, settings.epochs_per_trial) if settings.epoch_budget is not None else None
     best = best_trial(study)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if state.failed else []
     exhausted = [t.number for t in failed if t.user_attrs.get(attrs.RETRIES_EXHAUSTED) is not None]

@@ -35,6 +35,7 @@ RESUMED = "hpo:resumed"  # where a retry really resumed from (or why it restarte
 SURPLUS = "hpo:surplus"  # lost the race for the last budget slot: nothing trained
 UNTRAINED = "hpo:untrained"  # pruned before training (a cost constraint broken): not counted against the budget
 ARTIFACT_ERROR = "hpo:artifact_error"  # artifact upload failed (the training still counts)
+SCREEN = "hpo:screen"  # the screen pruner's short schedule: {"epochs", "value", "values", "promoted", "why"}
 DUPLICATE_OF = "hpo:duplicate_of"  # the sampler re-proposed this trained trial's hyps: its result reused, nothing trained
 RETRIES_EXHAUSTED = "hpo:retries_exhausted"  # handed back or lost, but retried --max-retry times already
 FAIL_REASON = "fail_reason"
@@ -74,7 +75,7 @@ INHERITED_BY_RETRY = frozenset({BASE_TRIAL})
 #: What a re-proposed trial does not take over from its trained twin (see :data:`DUPLICATE_OF`): where and
 #: how that one ran. Its metrics, costs and constraints are the twin's.
 NOT_REUSED = frozenset({BASE_TRIAL, WORKER, DIR, EPOCHS, TRAIN_SECONDS, WEIGHT_BYTES, ARTIFACT_ERROR, RETRY_OF,
-                        RESUME_FROM, RESUMED, RETRIES_EXHAUSTED, EPOCH_METRICS, VAL_SUBSET, VAL_IMAGES})
+                        RESUME_FROM, RESUMED, RETRIES_EXHAUSTED, EPOCH_METRICS, VAL_SUBSET, VAL_IMAGES, SCREEN})
 
 
 def inherited(user_attrs: dict[str, Any]) -> dict[str, Any]:

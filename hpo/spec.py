@@ -191,6 +191,17 @@ class GASpec(_Strict):
                          "(bounded)")
 
 
+class ScreenSpec(_Strict):
+    """Settings of the ``screen`` pruner: every trial first trains a short full schedule (warm-up and
+    learning-rate decay compressed into ``epochs``), and only the best ``keep`` share of the trials
+    screened so far go on to the study's full training. Near the base hyps a short schedule ranks
+    trials better than the same first epochs of a full one (bench/results.md, section 12)."""
+
+    epochs: int = Field(default=3, gt=0, description="epochs of the screening schedule (fewer than the study's)")
+    keep: float = Field(default=0.25, gt=0, lt=1, description="share of the screened trials that train in full: "
+                        "a trial goes on if its screen value ranks within the top keep of all screen values so far")
+
+
 class Retrain(_Strict):
     data: str | None = Field(default=None, description="data yaml of the full set; default: the study's")
     epochs: int | None = Field(default=None, gt=0)
@@ -250,6 +261,7 @@ class StudySpec(_Strict):
                                         "`trials`, whichever comes first")
     noise: NoiseSpec | None = Field(default=None, description="the objective's seed-to-seed noise, measured")
     ga: GASpec = Field(default=GASpec(), description="settings of the ga sampler")
+    screen: ScreenSpec = Field(default=ScreenSpec(), description="settings of the screen pruner")
     retrain: Retrain = Retrain()
 
     @model_validator(mode="before")
@@ -549,6 +561,9 @@ def unfit(spec: StudySpec, sampler: str, pruner: str) -> tuple[str, str] | None:
     if spec.multi_objective and pruner != "none":
         return "pruner", (f"{pruner!r} cannot prune a multi-objective study (Optuna does not prune them, and "
                           "hpo does not prune on the primary objective alone); use pruner: none")
+    if pruner == "screen" and spec.screen.epochs >= spec.epochs:
+        return "screen.epochs", (f"{spec.screen.epochs} is not fewer than the {spec.epochs} training epochs; the "
+                                 "screen pruner's short schedule must be cheaper than the training it screens for")
     problem = sampler_problem(sampler, multi_objective=spec.multi_objective, constrained=bool(spec.constraints))
     return ("sampler", problem) if problem else None
 

@@ -37,6 +37,11 @@ class StudySettings:
     #: What joining the study changed, as ``"sampler ga -> tpe"`` lines (empty on creation).
     changes: tuple[str, ...] = field(default=(), compare=False)
 
+    @property
+    def epochs_per_trial(self) -> int:
+        """The most epochs one trial trains: the study's, plus the screen pruner's short schedule first."""
+        return self.spec.epochs + (self.spec.screen.epochs if self.pruner == "screen" else 0)
+
 
 def _attrs(settings: StudySettings) -> dict[str, Any]:
     spec = settings.spec
@@ -123,7 +128,8 @@ def create_or_join(
 def _check_fits(spec: StudySpec, sampler: str, pruner: str) -> None:
     """Refuse a sampler or pruner that cannot handle the spec's objectives or constraints."""
     if (problem := unfit(spec, sampler, pruner)) is not None:
-        raise HpoError(problem[1], field=f"--{problem[0]}")
+        field = f"--{problem[0]}" if problem[0] in ("sampler", "pruner") else f"--pruner (study file {problem[0]})"
+        raise HpoError(problem[1], field=field)
 
 
 def _name_metric(study: optuna.Study, spec: StudySpec) -> None:

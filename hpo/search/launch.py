@@ -309,7 +309,7 @@ class Launcher:
         return rows
 
     def _epochs(self) -> EpochUse:
-        return epoch_use(self.study, self.settings.spec.epochs)
+        return epoch_use(self.study, self.settings.epochs_per_trial)
 
     def _eta(self, state: StudyProgress, epochs: EpochUse | None = None) -> str:
         """Remaining trials (or epochs, with an epoch budget: whichever ends first) at the rate of this

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from hpo import attrs
 from hpo.offline import import_ultralytics
 from hpo.search.cost import CostMeter
 from hpo.search.objective import METRIC_NAMES, metrics_from_trainer, objective_value
+from hpo.search.pruners import ScreenPruner
 from hpo.search.retry import resume_point
 from hpo.search.val_subset import ValidationSubset
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec, render_config
@@ -188,14 +190,40 @@ class TrialRunner:
         if resume_from is not None:
             save_dir = resume_from.parent.parent  # Ultralytics resumes in the checkpoint's own run dir
         trial.set_user_attr(attrs.DIR, str(save_dir))
+        pruner = trial.study.pruner
+        screened = (self._screen(trial, params, save_dir, pruner)
+                    if isinstance(pruner, ScreenPruner) and resume_from is None else 0)
         record = self.train(params, save_dir, trial=trial, resume_from=resume_from,
                             val_fraction=self.spec.val_fraction)
+        if screened:
+            trial.set_user_attr(attrs.EPOCHS, screened + record.epochs)
         value = record.value(self.spec.objective.direction)
         if not self.cost.active and not self.spec.multi_objective:
             return value
         best = record.epoch_metrics[record.best_index(self.spec.objective.direction)]
         values = self.cost.after_training(trial, best, costs, save_dir / "weights" / "best.pt")
         return values if self.spec.multi_objective else values[0]
+
+    def _screen(self, trial: optuna.Trial, params: dict[str, Any], save_dir: Path, pruner: ScreenPruner) -> int:
+        """The screen pruner's short full schedule (in ``save_dir/screen``); its epochs, or
+        :class:`optuna.TrialPruned` when the trial does not rank among the screened trials' best.
+
+        Its value is reported at step 0 (the full training reports epochs 1..n), so samplers that
+        learn from pruned trials rank screened-out ones by it."""
+        record = self.train(params, save_dir / "screen", overrides={"epochs": pruner.epochs})
+        shutil.rmtree(save_dir / "screen" / "weights", ignore_errors=True)  # never used: only its value counts
+        value = record.value(self.spec.objective.direction)
+        if trial.user_attrs.get(attrs.BASE_TRIAL):
+            promoted, why = True, "the base hyps always train in full (the yardstick)"
+        else:
+            promoted, why = pruner.promotes(trial.study, trial.number, value)
+        trial.set_user_attr(attrs.SCREEN, {"epochs": pruner.epochs, "value": value, "values": record.values,
+                                           "promoted": promoted, "why": why})
+        trial.report(value, 0)
+        if not promoted:
+            trial.set_user_attr(attrs.EPOCHS, record.epochs)
+            raise optuna.TrialPruned(f"screened out: {why}")
+        return record.epochs
 
     def train(self, params: dict[str, Any], save_dir: Path, *, trial: optuna.Trial | None = None,
               overrides: dict[str, Any] | None = None, resume_from: Path | None = None,

@@ -146,7 +146,7 @@ class Worker:
         """Where the study stands against its epoch budget (None without one: no trial scan)."""
         if self.settings.epoch_budget is None:
             return None
-        return epoch_use(self.study, self.settings.spec.epochs, number_below=number_below)
+        return epoch_use(self.study, self.settings.epochs_per_trial, number_below=number_below)
 
     def run(self) -> WorkerSummary:
         summary = WorkerSummary()
