@@ -259,11 +259,18 @@ def fill_section(sec: Any, result: dict[str, Any], *, quick: bool = False) -> No
                   ["mode", "s", "k", "epochs saved", "best − all long", "10th percentile", "within noise"],
                   [[r["mode"], r["epochs"], r["k"], f"{r['saved']:.0%}", f"{r['gap_median']:+.4f}",
                     f"{r['gap_p10']:+.4f}", f"{r['within_noise']:.0%}"] for r in a["replay"]])
+    def row_text(r: dict[str, Any]) -> str:
+        return f"{r['mode']} s={r['epochs']} k={r['k']}: {r['saved']:.0%} saved, within noise in {r['within_noise']:.0%}"
+
     hits = [r for r in a["replay"] if r["saved"] >= 0.6 and r["within_noise"] >= 0.9]
+    saving = [r for r in a["replay"] if r["saved"] >= 0.6]
+    safe = [r for r in a["replay"] if r["within_noise"] >= 0.9]
+    closest = ([max(saving, key=lambda r: r["within_noise"])] if saving else []) + (
+        [max(safe, key=lambda r: r["saved"])] if safe else [])
     sec.target("near the base, a cheap fidelity (short schedule or first epochs) saves ≥ 60 % of the epochs with "
                "the best within noise in ≥ 90 % of replayed searches",
-               ", ".join(f"{r['mode']} s={r['epochs']} k={r['k']}: {r['saved']:.0%} saved, within noise in "
-                         f"{r['within_noise']:.0%}" for r in hits) or "none of the rows",
+               ", ".join(map(row_text, hits)) or ("closest: " + "; ".join(map(row_text, closest)) if closest
+                                                   else "no row"),
                None if quick else bool(hits))
     rows = {r["epochs"]: r for r in a["rows"]}
     for s in shorts:
@@ -300,17 +307,10 @@ class Fidelity:
 
 def into_results(result: dict[str, Any], notes: list[str] | None = None) -> int:
     """Write a finished run (OUT.json) into bench/results.json as the ``fidelity`` section; re-render results.md."""
-    from bench.context import Section
-    from bench.report import store_section
+    from bench.report import import_run
 
-    sec = Section(name=Fidelity.NAME, title=Fidelity.TITLE, started=time.strftime("%Y-%m-%d %H:%M %Z"),
-                  seconds=result["seconds"])
-    fill_section(sec, result)
-    sec.notes.append(f"Run by `python -m bench.fidelity` ({result['seconds'] / 60:.0f} min), imported with "
-                     "`--into-results`.")
-    sec.notes.extend(notes or [])
-    path = store_section(sec.to_dict())
-    say(f"section {Fidelity.TITLE!r} written into {path} and results.md")
+    import_run(Fidelity.NAME, Fidelity.TITLE, started=time.strftime("%Y-%m-%d %H:%M %Z"), seconds=result["seconds"],
+               module="bench.fidelity", notes=notes, fill=lambda sec: fill_section(sec, result))
     return 0
 
 

@@ -573,17 +573,11 @@ def fill_section(sec: Any, results: dict[str, Any], figure_dir: Path) -> None:
 
 def into_results(results: dict[str, Any], notes: list[str] | None = None) -> int:
     """Write a finished run into bench/results.json (section ``finetune_search``) and re-render results.md."""
-    from bench.context import Section
-    from bench.report import store_section
+    from bench.report import import_run
 
-    sec = Section(name=FinetuneSearch.NAME, title=FinetuneSearch.TITLE, started=results["finished"],
-                  seconds=results["seconds"])
-    fill_section(sec, results, figure_dir=REPO / "bench")
-    sec.notes.append(f"Run by `python -m bench.finetune_search` ({results['seconds'] / 60:.0f} min), imported with "
-                     "`--into-results`.")
-    sec.notes.extend(notes or [])
-    path = store_section(sec.to_dict())
-    say(f"section {FinetuneSearch.TITLE!r} written into {path} and results.md")
+    import_run(FinetuneSearch.NAME, FinetuneSearch.TITLE, started=results["finished"], seconds=results["seconds"],
+               module="bench.finetune_search", notes=notes,
+               fill=lambda sec: fill_section(sec, results, figure_dir=REPO / "bench"))
     return 0
 
 

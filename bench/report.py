@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 MET = {True: "✅ met", False: "❌ not met", None: "– n/a"}
 
@@ -108,4 +108,20 @@ def store_section(section: dict[str, Any], path: Path | None = None) -> Path:
     report["sections"] = {name: sections[name] for name in ORDER + IMPORTED if name in sections}
     write_json(path, report)
     path.with_suffix(".md").write_text(render(report))
+    return path
+
+
+def import_run(name: str, title: str, *, started: str, seconds: float, module: str,
+               fill: Callable[[Any], None], notes: list[str] | None = None) -> Path:
+    """A run of ``python -m MODULE`` made away from ``make bench`` (``--into-results``) as section ``name``:
+    ``fill(section)`` adds its setup, tables and targets; a note says how it was run; then :func:`store_section`."""
+    from bench.common import say
+    from bench.context import Section
+
+    sec = Section(name=name, title=title, started=started, seconds=seconds)
+    fill(sec)
+    sec.notes.append(f"Run by `python -m {module}` ({seconds / 60:.0f} min), imported with `--into-results`.")
+    sec.notes.extend(notes or [])
+    path = store_section(sec.to_dict())
+    say(f"section {title!r} written into {path} and results.md")
     return path
