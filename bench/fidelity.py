@@ -19,7 +19,8 @@ sampler proposes them in a study's first generation). Every hyp is trained once 
     python -m bench.fidelity --jobs 2                                # CPU: 30 children, schedules 2,3,5,15 (~1 h)
     python -m bench.fidelity --device 0 --jobs 12 --deadline 150     # one CUDA GPU (MPS when present)
     python -m bench.fidelity --into-results bench/.work/fidelity.json   # into bench/results.md
-    python -m bench.fidelity --quick                                              # smoke (2 children, 1+2 epochs)
+    python -m bench.fidelity --quick                                 # smoke (2 children, 1+2 epochs)
+    python -m bench --only fidelity                                  # section 12 of bench/results.md
 
 Writes OUT.json (every training) and OUT.md (the tables); trainings are cached under WORKDIR/finetune/runs.
 """
