@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import REPO, fmt_num, gpu_sharing, say
+from hpo.search.noise import seed_noise
 from bench.finetune import NOISE_SEEDS, chosen_problem, ensure_target, finetune_spec_dict, run_one, spearman
 
 #: Seed of the GA that proposes the children (the sampler's, not the training's).
@@ -92,10 +92,8 @@ def analyse(runs: list[dict[str, Any]], schedules: list[int], trials: int, repla
                   key=lambda h: (h != "base", int(h[5:]) if h.startswith("child") else 0))
     final = {(h, s): max(by[(h, s)]["values"]) for h in hyps for s in schedules}
     long_curve = {h: by[(h, long)]["values"] for h in hyps}
-    noise = {}
-    for s in schedules:
-        vals = [max(r["values"]) for r in ok if r["hyp"] == "base" and r["epochs"] == s]
-        noise[s] = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+    noise = {s: seed_noise([r["values"] for r in ok if r["hyp"] == "base" and r["epochs"] == s])[0]
+             for s in schedules}
     rows = []
     finals_long = [final[(h, long)] for h in hyps]
     for s in sorted(schedules):

@@ -264,7 +264,7 @@ class Worker:
         keeps re-proposing cannot loop forever), as no epochs of an epoch budget, and owns no weights."""
         params = suggest_params(trial, self.settings.spec)
         twin = trained_twin(self.study, params, number=trial.number)
-        if twin is None or twin.values is None:
+        if twin is None:
             return False
         for key, value in twin.user_attrs.items():
             if key not in attrs.NOT_REUSED:
